@@ -1,0 +1,28 @@
+"""The ``mpshield`` command line."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from mpshield.exceptions import MpShieldError
+
+app = typer.Typer(
+    name="mpshield",
+    help="A safe door to the Wildberries and Ozon seller APIs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning our errors into a one-line message."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        app()
+    except MpShieldError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None

@@ -1,0 +1,77 @@
+"""Keeping API keys, tokens and proxy passwords out of logs, errors and reprs.
+
+Secrets are registered where they are loaded (shop credentials, proxy URLs).
+Every module logger (``get_logger``) carries a filter that replaces each
+registered secret in every record, so even a careless ``%r`` of a foreign object cannot leak one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+MASK = "***"
+# Short strings such as "1" would mask half of every log line.
+_MIN_SECRET_LENGTH = 6
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so that it is masked wherever mpshield writes text."""
+    if value and len(value) >= _MIN_SECRET_LENGTH:
+        with _lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every registered secret replaced by ``***``."""
+    if not _secrets:
+        return text
+    with _lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL such as ``http://user:pass@host:port``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:{MASK}@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    masked = SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment)
+    return urlunsplit(masked)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks registered secrets in the message and arguments of each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _secrets:
+            record.msg = redact(record.getMessage())
+            record.args = None
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text)
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def get_logger(name: str) -> logging.Logger:
+    """Return the module logger ``name`` with secret masking attached.
+
+    Logger filters do not apply to records of child loggers, so every module
+    logger carries the filter itself.
+    """
+    logger = logging.getLogger(name)
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+    return logger
