@@ -79,6 +79,9 @@ class Settings(BaseSettings):
 
     # Rate limits: "<marketplace>.<group>" -> rule, on top of the built-in tables.
     limits: dict[str, LimitOverride] = Field(default_factory=dict)
+    # Multiplies the periods of the built-in limit tables. Only for running
+    # against a sandbox whose clock is scaled the same way; 1 for real traffic.
+    time_scale: Seconds = 1.0
 
     # Transport.
     wb_base_url: str | None = None

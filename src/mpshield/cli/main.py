@@ -6,6 +6,8 @@ import logging
 
 import typer
 
+from mpshield.cli import db as db_cli
+from mpshield.cli import shops as shops_cli
 from mpshield.exceptions import MpShieldError
 
 app = typer.Typer(
@@ -14,6 +16,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(db_cli.app, name="db")
+app.add_typer(shops_cli.app, name="shops")
 
 
 def main() -> None:

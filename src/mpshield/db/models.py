@@ -22,10 +22,12 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mpshield.redaction import MASK, mask_url
@@ -45,6 +47,37 @@ NAMING = {
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp that reads back timezone-aware, in UTC, on every backend.
+
+    SQLite stores no offset: without this, the same column would read back
+    naive there and aware on PostgreSQL. A naive value is taken to be UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "sqlite":
+            # Stored as text; one offset everywhere keeps comparisons right.
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
 
 
 class Base(DeclarativeBase):
@@ -81,12 +114,12 @@ class Shop(Base):
     status: Mapped[str] = mapped_column(String(16), default=ShopStatus.ACTIVE)
     status_reason: Mapped[str | None] = mapped_column(Text, default=None)
     status_changed_at: Mapped[dt.datetime | None] = mapped_column(
-        DateTime(timezone=True), default=None
+        UtcDateTime(), default=None
     )
     browser_profile: Mapped[str | None] = mapped_column(String(64), default=None)
     unauthorized_categories: Mapped[list[str]] = mapped_column(JSONType, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now()
+        UtcDateTime(), default=utcnow, server_default=func.now()
     )
 
     def __repr__(self) -> str:
@@ -106,7 +139,7 @@ class Proxy(Base):
     label: Mapped[str] = mapped_column(String(100), default="")
     enabled: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now()
+        UtcDateTime(), default=utcnow, server_default=func.now()
     )
 
     def __repr__(self) -> str:
@@ -134,16 +167,16 @@ class Order(Base):
     external_id: Mapped[str] = mapped_column(String(128))
     status: Mapped[str | None] = mapped_column(String(64), default=None)
     order_created_at: Mapped[dt.datetime | None] = mapped_column(
-        DateTime(timezone=True), default=None
+        UtcDateTime(), default=None
     )
     price: Mapped[Decimal | None] = mapped_column(Numeric(18, 2), default=None)
     currency: Mapped[str | None] = mapped_column(String(8), default=None)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     first_seen_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now()
+        UtcDateTime(), default=utcnow, server_default=func.now()
     )
     updated_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now()
+        UtcDateTime(), default=utcnow, server_default=func.now()
     )
 
 
@@ -158,12 +191,12 @@ class SyncState(Base):
     feed: Mapped[str] = mapped_column(String(32), primary_key=True)
     cursor: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(
-        DateTime(timezone=True), default=None
+        UtcDateTime(), default=None
     )
     last_success_at: Mapped[dt.datetime | None] = mapped_column(
-        DateTime(timezone=True), default=None
+        UtcDateTime(), default=None
     )
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     updated_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now()
+        UtcDateTime(), default=utcnow, server_default=func.now()
     )
