@@ -45,7 +45,7 @@ def clock() -> dt.datetime:
 
 
 @pytest.fixture
-async def db(
+async def jobs_db(
     settings: Settings, backend: str, tmp_path: Path, store: StateStore
 ) -> AsyncIterator[Settings]:
     """The test's settings with a private, migrated database (and its store)."""
@@ -91,40 +91,40 @@ class TestConfig:
 
 
 class TestRetries:
-    async def test_disabled_shop_is_not_retried(self, db: Settings) -> None:
+    async def test_disabled_shop_is_not_retried(self, jobs_db: Settings) -> None:
         """A disabled shop stops the task without a retry."""
-        shop_id = await add_test_shop(db)
+        shop_id = await add_test_shop(jobs_db)
         error = ShopDisabledError("dead key", shop_id=shop_id, reason="401 x10")
 
-        outcome = await execute_sync_shop(shop_id, settings=db, sync=raising(error))
+        outcome = await execute_sync_shop(shop_id, settings=jobs_db, sync=raising(error))
 
         assert outcome.action == "disabled"
         assert outcome.countdown is None
         assert outcome.reason == "401 x10"
 
     async def test_short_wait_retries_after_hint_plus_jitter(
-        self, db: Settings
+        self, jobs_db: Settings
     ) -> None:
         """A short rate-limit wait becomes a countdown of hint + 10-30 s."""
-        shop_id = await add_test_shop(db, feeds={"wb_fbs": None})
+        shop_id = await add_test_shop(jobs_db, feeds={"wb_fbs": None})
         error = RateLimitedError("limited", retry_after=7.0)
 
         outcome = await execute_sync_shop(
-            shop_id, settings=db, sync=raising(error), jitter=Jitter(db), clock=clock
+            shop_id, settings=jobs_db, sync=raising(error), jitter=Jitter(jobs_db), clock=clock
         )
 
         assert outcome.action == "retry"
         assert outcome.countdown is not None
         assert 17.0 <= outcome.countdown <= 37.0
-        assert await next_attempts(db, shop_id) == [outcome.next_attempt_at]
+        assert await next_attempts(jobs_db, shop_id) == [outcome.next_attempt_at]
 
-    async def test_long_wait_is_recorded_not_counted_down(self, db: Settings) -> None:
+    async def test_long_wait_is_recorded_not_counted_down(self, jobs_db: Settings) -> None:
         """A wait past the visibility timeout goes to next_attempt_at, not a countdown."""
-        shop_id = await add_test_shop(db, feeds={"wb_fbs": None, "wb_stats": None})
+        shop_id = await add_test_shop(jobs_db, feeds={"wb_fbs": None, "wb_stats": None})
         error = NoProxyAvailableError("all quarantined", retry_after=1800.0)
 
         outcome = await execute_sync_shop(
-            shop_id, settings=db, sync=raising(error), jitter=Jitter(db), clock=clock
+            shop_id, settings=jobs_db, sync=raising(error), jitter=Jitter(jobs_db), clock=clock
         )
 
         assert outcome.action == "deferred"
@@ -132,7 +132,7 @@ class TestRetries:
         assert outcome.next_attempt_at is not None
         waited = (outcome.next_attempt_at - NOW).total_seconds()
         assert 1810.0 <= waited <= 1830.0
-        assert await next_attempts(db, shop_id) == [outcome.next_attempt_at] * 2
+        assert await next_attempts(jobs_db, shop_id) == [outcome.next_attempt_at] * 2
 
     @pytest.mark.parametrize(
         "error",
@@ -143,15 +143,15 @@ class TestRetries:
         ],
     )
     async def test_transient_errors_retry_a_bounded_number_of_times(
-        self, db: Settings, error: Exception
+        self, jobs_db: Settings, error: Exception
     ) -> None:
         """Transient failures retry with capped backoff, then give up."""
-        shop_id = await add_test_shop(db)
+        shop_id = await add_test_shop(jobs_db)
         countdowns = []
         transient = 0
         while True:
             outcome = await execute_sync_shop(
-                shop_id, settings=db, sync=raising(error), transient=transient
+                shop_id, settings=jobs_db, sync=raising(error), transient=transient
             )
             if outcome.countdown is None:
                 break
@@ -160,41 +160,41 @@ class TestRetries:
 
         assert outcome.action == "failed"
         assert len(countdowns) == MAX_TRANSIENT_RETRIES
-        assert all(0 <= c <= db.backoff_cap_seconds for c in countdowns)
+        assert all(0 <= c <= jobs_db.backoff_cap_seconds for c in countdowns)
 
-    async def test_successful_sync_is_done(self, db: Settings) -> None:
+    async def test_successful_sync_is_done(self, jobs_db: Settings) -> None:
         """A sync that returns ends the task."""
-        shop_id = await add_test_shop(db)
+        shop_id = await add_test_shop(jobs_db)
 
-        outcome = await execute_sync_shop(shop_id, settings=db, sync=synced)
+        outcome = await execute_sync_shop(shop_id, settings=jobs_db, sync=synced)
 
         assert (outcome.action, outcome.countdown) == ("synced", None)
 
 
 class TestFanout:
     async def test_only_active_due_shops_are_spread_over_the_period(
-        self, db: Settings
+        self, jobs_db: Settings
     ) -> None:
         """sync_all queues active shops that are due, each at an offset in the period."""
         past, future = NOW - dt.timedelta(minutes=1), NOW + dt.timedelta(minutes=5)
-        never = await add_test_shop(db)
-        due = await add_test_shop(db, feeds={"a": past, "b": future})
-        unset = await add_test_shop(db, feeds={"a": None})
-        await add_test_shop(db, feeds={"a": future, "b": future})
-        await add_test_shop(db, status=ShopStatus.AUTH_ERROR)
+        never = await add_test_shop(jobs_db)
+        due = await add_test_shop(jobs_db, feeds={"a": past, "b": future})
+        unset = await add_test_shop(jobs_db, feeds={"a": None})
+        await add_test_shop(jobs_db, feeds={"a": future, "b": future})
+        await add_test_shop(jobs_db, status=ShopStatus.AUTH_ERROR)
 
-        plan = await plan_fanout(db, clock=clock)
+        plan = await plan_fanout(jobs_db, clock=clock)
 
         assert [shop for shop, _ in plan] == [never, due, unset]
-        assert all(0 <= c <= db.sync_period_seconds for _, c in plan)
+        assert all(0 <= c <= jobs_db.sync_period_seconds for _, c in plan)
 
 
 class TestLock:
     async def test_second_delivery_waits_for_the_lock(
-        self, db: Settings, store: StateStore
+        self, jobs_db: Settings, store: StateStore
     ) -> None:
         """A delivery that finds the shop locked retries instead of syncing."""
-        shop_id = await add_test_shop(db)
+        shop_id = await add_test_shop(jobs_db)
         holder = ShopLock(store, shop_id)
         assert await holder.acquire()
         calls = []
@@ -202,16 +202,16 @@ class TestLock:
         async def sync(shop: int, *, settings: Settings) -> None:
             calls.append(shop)
 
-        outcome = await execute_sync_shop(shop_id, settings=db, sync=sync)
+        outcome = await execute_sync_shop(shop_id, settings=jobs_db, sync=sync)
 
         assert calls == []
         assert outcome.action == "retry" and outcome.reason == "locked"
         assert outcome.countdown is not None
-        assert outcome.countdown <= LOCK_TTL_SECONDS + db.backoff_cap_seconds
+        assert outcome.countdown <= LOCK_TTL_SECONDS + jobs_db.backoff_cap_seconds
 
-    async def test_deliveries_of_one_shop_never_overlap(self, db: Settings) -> None:
+    async def test_deliveries_of_one_shop_never_overlap(self, jobs_db: Settings) -> None:
         """Two concurrent deliveries: one syncs, the other is told to retry."""
-        shop_id = await add_test_shop(db)
+        shop_id = await add_test_shop(jobs_db)
         running = 0
         peak = 0
 
@@ -223,20 +223,20 @@ class TestLock:
             running -= 1
 
         outcomes = await asyncio.gather(
-            execute_sync_shop(shop_id, settings=db, sync=slow_sync),
-            execute_sync_shop(shop_id, settings=db, sync=slow_sync),
+            execute_sync_shop(shop_id, settings=jobs_db, sync=slow_sync),
+            execute_sync_shop(shop_id, settings=jobs_db, sync=slow_sync),
         )
 
         assert peak == 1
         assert sorted(o.action for o in outcomes) == ["retry", "synced"]
 
     async def test_lock_is_freed_after_the_sync(
-        self, db: Settings, store: StateStore
+        self, jobs_db: Settings, store: StateStore
     ) -> None:
         """After a run (even a failed one) the next delivery takes the lock."""
-        shop_id = await add_test_shop(db)
+        shop_id = await add_test_shop(jobs_db)
         await execute_sync_shop(
-            shop_id, settings=db, sync=raising(RateLimitedError("x", retry_after=1))
+            shop_id, settings=jobs_db, sync=raising(RateLimitedError("x", retry_after=1))
         )
 
         assert await ShopLock(store, shop_id).acquire()

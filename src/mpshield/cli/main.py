@@ -7,7 +7,10 @@ import logging
 import typer
 
 from mpshield.cli import db as db_cli
+from mpshield.cli import demo as demo_cli
 from mpshield.cli import shops as shops_cli
+from mpshield.cli import sync as sync_cli
+from mpshield.cli import worker as worker_cli
 from mpshield.exceptions import MpShieldError
 
 app = typer.Typer(
@@ -18,6 +21,10 @@ app = typer.Typer(
 )
 app.add_typer(db_cli.app, name="db")
 app.add_typer(shops_cli.app, name="shops")
+app.command("worker")(worker_cli.worker)
+app.command("beat")(worker_cli.beat)
+app.command("demo")(demo_cli.demo)
+app.command("sync")(sync_cli.sync_command)
 
 
 def main() -> None:

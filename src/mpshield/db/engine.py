@@ -15,7 +15,7 @@ import os
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from alembic import command
 from alembic.config import Config
@@ -103,7 +103,13 @@ def _create_engine(url: str) -> AsyncEngine:
 
 def _create_sqlite_engine(url: URL) -> AsyncEngine:
     if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        directory = Path(url.database).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create the database directory {directory}: {exc.strerror}"
+            ) from None
     engine = create_async_engine(
         url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     )
@@ -266,7 +272,7 @@ async def _migration_lock(engine: AsyncEngine) -> AsyncIterator[None]:
         handle.close()
 
 
-def _acquire_file_lock(path: Path) -> Any:
+def _acquire_file_lock(path: Path) -> TextIO:
     import fcntl  # POSIX only; the embedded default targets Linux and macOS
 
     handle = path.open("a")

@@ -20,7 +20,7 @@ The pool is prefork. Nothing network-related is created in the parent; see
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from celery import Celery
 
@@ -58,7 +58,8 @@ def result_backend_url(settings: Settings) -> str:
 def _kombu_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme == "unix":
-        return urlunsplit(("redis+socket", "", parts.path, parts.query, ""))
+        query = f"?{parts.query}" if parts.query else ""
+        return f"redis+socket://{parts.path}{query}"
     return url
 
 
@@ -86,7 +87,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
-        "task_ignore_result": True,
+        "task_ignore_result": False,
         "result_expires": 3600,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

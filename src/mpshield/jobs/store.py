@@ -192,7 +192,7 @@ async def _stored_versions(
         Order.shop_id == shop_id, Order.feed == feed.name, Order.external_id.in_(ids)
     ).with_for_update()
     result = await session.execute(query)
-    return {ident: version for ident, version in result.tuples()}
+    return {ident: version for ident, version in result}
 
 
 async def _upsert(

@@ -23,6 +23,7 @@ What stops a feed, and what then happens:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 from collections.abc import Callable, Sequence
@@ -33,12 +34,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mpshield.client import MarketplaceClient
 from mpshield.client.response import Response
 from mpshield.db.engine import ensure_schema, get_sessionmaker
-from mpshield.db.models import Shop
+from mpshield.db.shops import get_shop
 from mpshield.exceptions import (
     CategoryUnauthorizedError,
     MarketplaceError,
+    MpShieldError,
     RetryLaterError,
-    ShopNotFoundError,
 )
 from mpshield.jobs import store
 from mpshield.jobs.feeds import Feed, feeds_for
@@ -82,6 +83,7 @@ class FeedReport:
         updated: Stored orders that changed.
         error: Why the feed stopped, when it did not end ``ok``.
         retry_after: Seconds to wait, when ``deferred``.
+        failure: The error that stopped the feed, for callers that act on its type.
     """
 
     feed: str
@@ -92,6 +94,7 @@ class FeedReport:
     updated: int = 0
     error: str | None = None
     retry_after: float | None = None
+    failure: MpShieldError | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -181,34 +184,42 @@ async def sync_shop(
     deferred: RetryLaterError | None = None
 
     async with sessions() as db:
+        shop = await get_shop(db, shop_id)
+        report.marketplace = shop.marketplace
+        chosen = feeds_for(shop.marketplace, feeds)
+        unauthorized = set(shop.unauthorized_categories or ())
         try:
-            async with MarketplaceClient(
-                db, shop_id, settings=settings, max_wait=max_wait
-            ) as client:
-                report.marketplace = client.marketplace
-                shop = await _shop(db, shop_id)
-                unauthorized = set(shop.unauthorized_categories or ())
-                # The client may have written (its browser profile): commit,
-                # so that the page transactions never wait on this session.
-                await db.commit()
-                for feed in feeds_for(report.marketplace or "", feeds):
-                    feed_report = report.feeds[feed.name] = FeedReport(feed.name)
-                    if feed.category in unauthorized:
-                        feed_report.status = FeedStatus.UNAUTHORIZED
-                        feed_report.error = f"the key has no access to {feed.category}"
-                        continue
-                    error = await _run_guarded(
-                        client,
-                        db,
-                        sessions,
-                        shop_id,
-                        feed,
-                        feed_report,
-                        page_limit,
-                        clock,
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    client = await stack.enter_async_context(
+                        MarketplaceClient(
+                            db, shop_id, settings=settings, max_wait=max_wait
+                        )
                     )
-                    if deferred is None and isinstance(error, RetryLaterError):
-                        deferred = error
+                except RetryLaterError as exc:
+                    # No exit to send through (every proxy quarantined):
+                    # each feed waits.
+                    await db.commit()
+                    await _defer_all(sessions, shop_id, chosen, report, exc, clock)
+                    deferred = exc
+                else:
+                    # The client may have written (its browser profile):
+                    # commit, so the page transactions never wait on this session.
+                    await db.commit()
+                    for feed in chosen:
+                        error = await _run_one(
+                            client,
+                            db,
+                            sessions,
+                            shop_id,
+                            feed,
+                            unauthorized,
+                            report,
+                            page_limit,
+                            clock,
+                        )
+                        if deferred is None and isinstance(error, RetryLaterError):
+                            deferred = error
         finally:
             # Whatever the client recorded (a disabled shop, an unauthorized
             # category) must outlive this session.
@@ -230,11 +241,54 @@ async def sync_shop(
     return report
 
 
-async def _shop(db: AsyncSession, shop_id: int) -> Shop:
-    shop = await db.get(Shop, shop_id)
-    if shop is None:
-        raise ShopNotFoundError(f"no shop {shop_id}", shop_id=shop_id)
-    return shop
+async def _run_one(
+    client: MarketplaceClient,
+    db: AsyncSession,
+    sessions: SessionFactory,
+    shop_id: int,
+    feed: Feed,
+    unauthorized: set[str],
+    report: SyncReport,
+    page_limit: int,
+    clock: Clock,
+) -> RetryLaterError | MarketplaceError | None:
+    feed_report = report.feeds[feed.name] = FeedReport(feed.name)
+    if feed.category in unauthorized:
+        # Known before any request: a 401 would only cost the shop's budget.
+        feed_report.status = FeedStatus.UNAUTHORIZED
+        feed_report.error = f"the key has no access to category {feed.category!r}"
+        return None
+    return await _run_guarded(
+        client, db, sessions, shop_id, feed, feed_report, page_limit, clock
+    )
+
+
+async def _defer_all(
+    sessions: SessionFactory,
+    shop_id: int,
+    feeds: Sequence[Feed],
+    report: SyncReport,
+    error: RetryLaterError,
+    clock: Clock,
+) -> None:
+    now = clock()
+    retry_at = now + dt.timedelta(seconds=error.retry_after)
+    for feed in feeds:
+        report.feeds[feed.name] = FeedReport(
+            feed.name,
+            status=FeedStatus.DEFERRED,
+            error=str(error),
+            retry_after=error.retry_after,
+            failure=error,
+        )
+        await store.record_failure(
+            sessions,
+            shop_id,
+            feed.name,
+            error=str(error),
+            next_attempt_at=retry_at,
+            now=now,
+        )
 
 
 async def _run_guarded(
@@ -274,7 +328,7 @@ async def _run_guarded(
     else:
         report.status = FeedStatus.ERROR
         logger.warning("sync shop=%s feed=%s failed: %s", shop_id, feed.name, error)
-    report.error = str(error)
+    report.error, report.failure = str(error), error
     await store.record_failure(
         sessions,
         shop_id,

@@ -41,8 +41,6 @@ from mpshield.jobs import loop
 from mpshield.jobs.celery_app import SYNC_ALL, SYNC_SHOP, app, max_countdown
 from mpshield.jobs.coordination import ShopLock, WakeSlots
 from mpshield.jobs.schedule import defer_shop, due_shop_ids
-from mpshield.jobs.sync import FeedStatus
-from mpshield.jobs.sync import sync_shop as run_shop_sync
 from mpshield.protection.timing import Jitter
 from mpshield.redaction import get_logger
 from mpshield.settings import Settings, get_settings
@@ -127,7 +125,9 @@ async def execute_sync_shop(
     Returns:
         The outcome; it never raises for a sync failure.
     """
-    sync = sync or run_shop_sync
+    if sync is None:
+        # Imported here: the client stack is only needed where a sync runs.
+        from mpshield.jobs.sync import sync_shop as sync
     jitter = jitter or Jitter(settings)
     lock = ShopLock(_store(settings), shop_id)
     try:
@@ -169,16 +169,16 @@ def _after_sync(
 ) -> Outcome:
     """A finished run may still owe pages (page limit) or have a refused feed."""
     statuses = {
-        name: str(getattr(feed, "status", FeedStatus.OK))
+        name: str(getattr(feed, "status", "ok"))
         for name, feed in getattr(report, "feeds", {}).items()
     }
     orders = int(getattr(report, "orders", 0))
-    if FeedStatus.ERROR in statuses.values():
+    if "error" in statuses.values():
         errors = getattr(report, "errors", {})
         reason = "; ".join(f"{name}: {text}" for name, text in errors.items())
         outcome = _transient(shop_id, _FeedFailed(reason), transient, short, jitter)
         return replace(outcome, orders=orders, details=statuses)
-    if FeedStatus.MORE in statuses.values():
+    if "more" in statuses.values():
         wait = jitter.backoff(0)
         return Outcome(
             shop_id, "retry", "more pages", countdown=wait, short=short, orders=orders

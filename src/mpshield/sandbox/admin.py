@@ -28,7 +28,7 @@ from aiohttp import web
 
 from mpshield.exceptions import ConfigurationError
 from mpshield.sandbox.faults import FaultConfig
-from mpshield.sandbox.world import World
+from mpshield.sandbox.world import WORLD_KEY, World
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -142,7 +142,7 @@ def create_admin_app(
         return web.json_response(merged)
 
     app = web.Application(middlewares=[guard])
-    app["world"] = world
+    app[WORLD_KEY] = world
     app.router.add_post("/wb/sellers", wb_seller)
     app.router.add_post("/wb/sellers/{sid}/tokens", wb_token)
     app.router.add_post("/wb/tokens/revoke", wb_revoke)

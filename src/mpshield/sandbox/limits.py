@@ -21,6 +21,9 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+# Waiting exactly the advertised time must be enough despite float rounding.
+_EPSILON = 1e-9
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -69,19 +72,19 @@ class TokenBucket:
 
     def _seconds_until(self, level: float) -> float:
         missing = level - self._level
-        if missing <= 0:
+        if missing <= _EPSILON:
             return 0.0
         return missing * self.rule.interval * self._scale
 
     def peek(self, now: float) -> Decision:
         """The bucket's state without taking anything."""
         self._refill(now)
-        return self._decision(self._level >= 1.0)
+        return self._decision(self._level >= 1.0 - _EPSILON)
 
     def take(self, now: float, cost: float = 1.0) -> Decision:
         """Take ``cost`` tokens if at least one is available."""
         self._refill(now)
-        if self._level < 1.0:
+        if self._level < 1.0 - _EPSILON:
             return self._decision(False)
         self._level -= cost
         return self._decision(True)
@@ -111,7 +114,7 @@ class SlidingWindow:
         self._times: deque[float] = deque()
 
     def _expire(self, now: float) -> None:
-        while self._times and self._times[0] <= now - self._window:
+        while self._times and self._times[0] <= now - self._window + _EPSILON:
             self._times.popleft()
 
     def peek(self, now: float) -> Decision:

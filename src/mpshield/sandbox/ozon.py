@@ -30,12 +30,11 @@ from aiohttp import web
 
 from mpshield.sandbox import faults as fault_kit
 from mpshield.sandbox import orders as gen
-from mpshield.sandbox.world import OzonKey, OzonSeller, World
+from mpshield.sandbox.world import SELLER, WORLD_KEY, OzonKey, OzonSeller, World
 
 Handler = Callable[[web.Request, "Admission"], Awaitable[web.Response]]
 Middleware = Callable[..., Any]
 
-SELLER = "sandbox.seller"
 YEAR = 366 * 86400.0
 RATE_MESSAGE = "You have reached request rate limit per second"
 ADMIN_METHODS = [
@@ -336,7 +335,7 @@ def create_ozon_app(
     """The Ozon Seller API over ``world``."""
     api = OzonApi(world)
     app = web.Application(middlewares=list(middlewares))
-    app["world"] = world
+    app[WORLD_KEY] = world
     routes: list[tuple[str, Handler]] = [
         ("/v4/posting/fbs/list", api.fbs_list),
         ("/v3/posting/fbo/list", api.fbo_list),

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mpshield.sandbox.world import World
+from mpshield.sandbox.world import WORLD_KEY, World
 
 Middleware = Callable[..., Any]
 
@@ -93,7 +93,7 @@ def create_storefront_app(
     """WB-style public product cards over ``world``."""
     front = Storefront(world)
     app = web.Application(middlewares=list(middlewares))
-    app["world"] = world
+    app[WORLD_KEY] = world
     app.router.add_get("/cards/v4/detail", front.detail)
     return app
 

@@ -32,14 +32,13 @@ from mpshield.sandbox import faults as fault_kit
 from mpshield.sandbox import orders as gen
 from mpshield.sandbox.limits import Decision, Rule
 from mpshield.sandbox.wbtokens import TokenProblem, WbToken
-from mpshield.sandbox.world import WbSeller, World
+from mpshield.sandbox.world import SELLER, WORLD_KEY, WbSeller, World
 
 Handler = Callable[[web.Request, "Admission"], Awaitable[web.StreamResponse]]
 Middleware = Callable[..., Any]
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
-SELLER = "sandbox.seller"  # response key: which seller a refusal counts against
 THIRTY_DAYS = 30 * 86400
 NINETY_DAYS = 90 * 86400
 
@@ -510,7 +509,7 @@ def create_wb_app(
     """The WB seller API over ``world``: all categories by path on one host."""
     api = WbApi(world)
     app = web.Application(middlewares=list(middlewares))
-    app["world"] = world
+    app[WORLD_KEY] = world
     routes: list[tuple[str, str, str | None, str, Handler, bool]] = [
         ("GET", "/ping", None, "ping", api.ping, False),
         ("GET", "/api/v3/orders/new", "marketplace", "fbs", api.orders_new, False),

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aiohttp import web
+
 from mpshield.exceptions import ConfigurationError
 from mpshield.redaction import get_logger, register_secret
 from mpshield.sandbox import orders as gen
@@ -666,6 +668,12 @@ class World:
     def random_id(self) -> str:
         """A 32-hex request id."""
         return secrets.token_hex(16)
+
+
+# Where each sandbox app keeps its world.
+WORLD_KEY = web.AppKey("world", World)
+# Which seller a refused request counts against (None: no seller known).
+SELLER: web.ResponseKey[str | None] = web.ResponseKey("sandbox.seller")
 
 
 def _ident(seller: WbSeller | OzonSeller) -> str:
