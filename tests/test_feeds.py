@@ -385,6 +385,17 @@ class TestOzon:
         busy = {"since": "a", "window_end": "b", "cursor": "xyz", "changed_from": None}
         assert feed.begin(busy, NOW) == busy
 
+    def test_a_walk_between_periods_goes_on(self) -> None:
+        """A run stopped between two yearly periods resumes at the next one."""
+        feed = OzonFboFeed()
+        between = {
+            "since": "2025-06-01T00:00:00.000Z",
+            "window_end": "2026-05-31T23:59:00.000Z",
+            "cursor": "",
+            "changed_from": None,
+        }
+        assert feed.begin(between, NOW)["since"] == "2025-06-01T00:00:00.000Z"
+
     @pytest.mark.parametrize(
         "body",
         [

@@ -45,9 +45,13 @@ class Sandbox:
     api_key: str
 
     async def post(
-        self, path: str, body: dict[str, Any] | None = None, **headers: str
+        self,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        sent = {"Client-Id": self.client_id, "Api-Key": self.api_key, **headers}
+        sent = {"Client-Id": self.client_id, "Api-Key": self.api_key, **(headers or {})}
         return await self.client.post(path, json=body or {}, headers=sent)
 
 
@@ -78,7 +82,7 @@ async def test_missing_headers_get_401_code_16(sandbox: Sandbox) -> None:
 
 async def test_client_id_must_be_a_positive_integer(sandbox: Sandbox) -> None:
     """A Client-Id that is not a positive integer gets 400 with code 3."""
-    response = await sandbox.post("/v1/roles", **{"Client-Id": "abc"})
+    response = await sandbox.post("/v1/roles", headers={"Client-Id": "abc"})
 
     assert response.status == 400
     assert (await response.json())["code"] == 3
@@ -86,7 +90,7 @@ async def test_client_id_must_be_a_positive_integer(sandbox: Sandbox) -> None:
 
 async def test_invalid_key_is_404_code_5(sandbox: Sandbox) -> None:
     """P13: a wrong Api-Key gets HTTP 404 with code 5, not 401."""
-    response = await sandbox.post("/v1/roles", **{"Api-Key": "wrong-key"})
+    response = await sandbox.post("/v1/roles", headers={"Api-Key": "wrong-key"})
     body = await response.json()
 
     assert response.status == 404
@@ -100,9 +104,9 @@ async def test_rotated_and_deactivated_keys_are_404_code_5(sandbox: Sandbox) -> 
     new_key = world.ozon_rotate_key(sandbox.client_id)
 
     old = await sandbox.post("/v1/roles")
-    new = await sandbox.post("/v1/roles", **{"Api-Key": new_key})
+    new = await sandbox.post("/v1/roles", headers={"Api-Key": new_key})
     world.ozon_deactivate_key(sandbox.client_id, new_key)
-    dead = await sandbox.post("/v1/roles", **{"Api-Key": new_key})
+    dead = await sandbox.post("/v1/roles", headers={"Api-Key": new_key})
 
     assert (old.status, (await old.json())["code"]) == (404, 5)
     assert new.status == 200

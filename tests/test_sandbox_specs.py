@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,6 @@ from mpshield.sandbox.world import World, WorldSettings
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 HOST = "http://sandbox"
 CUT = "[MaxDepth]"
-PROBLEM_JSON = {"application/problem+json": json.loads}
 WB_SUPPLIER = ["new", "confirm", "complete", "cancel", "cancel_carrier"]
 WB_STATUS = [
     "waiting",
@@ -51,6 +50,15 @@ WB_STATUS = [
     "sent_to_carrier",
     "canceled_by_carrier",
 ]
+
+
+def _problem_json(body: bytes) -> Any:
+    return json.loads(body)
+
+
+PROBLEM_JSON: dict[str, Callable[[bytes], Any]] = {
+    "application/problem+json": _problem_json
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -129,7 +137,7 @@ def document(name: str) -> dict[str, Any]:
         if doc == name:
             content = data["paths"][path][method]["responses"][status]["content"]
             next(iter(content.values()))["schema"] = schema
-    data = _open_cuts(data)
+    data = dict(_open_cuts(data))
     data["servers"] = [{"url": HOST}]
     for item in data["paths"].values():
         item.pop("servers", None)
@@ -301,7 +309,7 @@ async def test_wb_statistics_and_common_answers_match_the_documents(
     wb: tuple[World, TestClient[Any, Any], str, str],
 ) -> None:
     """Statistics rows, their errors, ``/ping`` and seller info validate."""
-    world, client, sid, token = wb
+    _, client, _, token = wb
     auth = {"Authorization": token}
     stats = "/api/v1/supplier/orders"
     answers = [

@@ -310,7 +310,10 @@ async def test_orders_rejects_bad_parameters(
     sandbox: Sandbox, params: dict[str, int]
 ) -> None:
     """Limit outside 1..1000, a missing ``next`` or a window over 30 days get 400."""
-    response = await sandbox.get("/api/v3/orders", **params)
+    headers = {"Authorization": sandbox.token}
+    response = await sandbox.client.get(
+        "/api/v3/orders", params=params, headers=headers
+    )
 
     assert response.status == 400
     assert (await response.json())["code"] == "IncorrectParameter"

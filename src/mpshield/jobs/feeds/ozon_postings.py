@@ -96,6 +96,11 @@ class OzonPostingsFeed(Feed):
         if stored.get("window_end") and stored.get("cursor"):
             # A period in progress: Ozon's cursor belongs to its filter.
             return dict(stored)
+        since = parse_time(stored.get("since"))
+        if since is not None:
+            # Between two periods of a walk longer than a year.
+            changed_from = parse_time(stored.get("changed_from"))
+            return self._period(since, now, changed_from=changed_from)
         synced_to = parse_time(stored.get("synced_to"))
         if synced_to is None:
             return self._period(now - self.lookback, now, changed_from=None)
