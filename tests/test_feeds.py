@@ -359,6 +359,16 @@ class TestOzon:
         since = dt.datetime.fromisoformat(body["filter"]["since"])
         assert NOW - since > dt.timedelta(days=360)
 
+    def test_the_present_ends_the_walk_despite_microseconds(self) -> None:
+        """A period ending at now (written to the millisecond) is the last one."""
+        feed = OzonFboFeed()
+        now = NOW.replace(microsecond=123456)
+        cursor = feed.begin(None, now)
+
+        page = feed.read({"cursor": "", "has_next": False, "postings": []}, cursor, now)
+
+        assert not page.more
+
     def test_later_fbo_runs_list_the_refresh_span(self) -> None:
         """FBO has no status-change filter: later runs list the last 30 days again."""
         feed = OzonFboFeed()

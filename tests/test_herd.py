@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from jobhelpers import add_test_shop, private_database
 
+from jobhelpers import add_test_shop, private_database
 from mpshield.exceptions import RateLimitedError
 from mpshield.jobs.tasks import execute_sync_shop, plan_fanout
 from mpshield.settings import Settings
@@ -39,7 +39,9 @@ def busiest_second(offsets: list[float]) -> int:
 
 async def test_429_retries_spread_over_twenty_seconds(herd_db: Settings) -> None:
     """Fifty shops limited at one instant retry over 20+ s, at most 5 in any second."""
-    shop_ids = [await add_test_shop(herd_db, feeds={"wb_fbs": None}) for _ in range(SHOPS)]
+    shop_ids = [
+        await add_test_shop(herd_db, feeds={"wb_fbs": None}) for _ in range(SHOPS)
+    ]
 
     async def limited(shop_id: int, *, settings: Settings) -> None:
         raise RateLimitedError("429", retry_after=2.0)

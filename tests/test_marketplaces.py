@@ -630,6 +630,14 @@ class TestOzonClassifier:
         assert ozon.classify(route, 403, JSON, role).outcome is Outcome.SCOPE_FAILURE
         offer = body({"code": 7, "message": "Offer not signed", "details": []})
         assert ozon.classify(route, 403, JSON, offer).outcome is Outcome.CLIENT_ERROR
+        banned = body(
+            {"code": 7, "message": "Access from this IP address is restricted", "details": []}
+        )
+        assert ozon.classify(route, 403, JSON, banned).outcome is Outcome.IP_BAN
+        bound = body(
+            {"code": 7, "message": "Api-Key is restricted to specific IP addresses", "details": []}
+        )
+        assert ozon.classify(route, 403, JSON, bound).outcome is Outcome.CLIENT_ERROR
 
     def test_5xx(self, ozon: OzonApi) -> None:
         """500 code 13 and gateway pages are server errors."""

@@ -51,7 +51,7 @@ class Market:
 async def open_market(settings: Settings) -> AsyncIterator[Market]:
     """WB and Ozon sandboxes on loopback; time runs a hundred times faster."""
     world = World(
-        time_scale=SCALE, seed=11, settings=WorldSettings(wb_stats_page_size=10)
+        time_scale=SCALE, seed=11, settings=WorldSettings(wb_stats_page_size=25)
     )
     wb = TestServer(create_wb_app(world), host="127.0.0.1")
     ozon = TestServer(create_ozon_app(world), host="127.0.0.1")
@@ -174,7 +174,7 @@ class TestWb:
 
         assert report.ok
         assert report.feeds["wb_fbs"].pages > 3  # several pages of seven: opaque next
-        assert report.feeds["wb_stats"].pages > 2  # pages of ten: boundary repeats
+        assert report.feeds["wb_stats"].pages > 2  # pages of 25: boundary repeats
         await assert_exact(market, shop)
 
         market.world.add_orders(shop.seller, 4)
@@ -218,7 +218,7 @@ class TestWb:
 
         assert caught.value.retry_after > 1
         stored = await stored_orders(settings, shop.shop_id)
-        assert len(stored["wb_stats"]) == 10  # the one page the limit allowed
+        assert len(stored["wb_stats"]) == 25  # the one page the limit allowed
         async with session_scope(settings) as session:
             state = await session.get(SyncState, (shop.shop_id, "wb_stats"))
             assert state is not None and state.next_attempt_at is not None

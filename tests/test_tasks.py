@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobhelpers import add_test_shop, next_attempts, private_database
+from mpshield.protection.timing import Jitter
 
+from jobhelpers import add_test_shop, next_attempts, private_database
 from mpshield.db.models import ShopStatus
 from mpshield.exceptions import (
     DatabaseUnavailableError,
@@ -33,7 +34,6 @@ from mpshield.jobs.tasks import (
     execute_sync_shop,
     plan_fanout,
 )
-from mpshield.protection.timing import Jitter
 from mpshield.settings import Settings
 from mpshield.state.store import StateStore
 
@@ -96,7 +96,9 @@ class TestRetries:
         shop_id = await add_test_shop(jobs_db)
         error = ShopDisabledError("dead key", shop_id=shop_id, reason="401 x10")
 
-        outcome = await execute_sync_shop(shop_id, settings=jobs_db, sync=raising(error))
+        outcome = await execute_sync_shop(
+            shop_id, settings=jobs_db, sync=raising(error)
+        )
 
         assert outcome.action == "disabled"
         assert outcome.countdown is None
@@ -110,7 +112,11 @@ class TestRetries:
         error = RateLimitedError("limited", retry_after=7.0)
 
         outcome = await execute_sync_shop(
-            shop_id, settings=jobs_db, sync=raising(error), jitter=Jitter(jobs_db), clock=clock
+            shop_id,
+            settings=jobs_db,
+            sync=raising(error),
+            jitter=Jitter(jobs_db),
+            clock=clock,
         )
 
         assert outcome.action == "retry"
@@ -118,13 +124,19 @@ class TestRetries:
         assert 17.0 <= outcome.countdown <= 37.0
         assert await next_attempts(jobs_db, shop_id) == [outcome.next_attempt_at]
 
-    async def test_long_wait_is_recorded_not_counted_down(self, jobs_db: Settings) -> None:
+    async def test_long_wait_is_recorded_not_counted_down(
+        self, jobs_db: Settings
+    ) -> None:
         """A wait past the visibility timeout goes to next_attempt_at, not a countdown."""
         shop_id = await add_test_shop(jobs_db, feeds={"wb_fbs": None, "wb_stats": None})
         error = NoProxyAvailableError("all quarantined", retry_after=1800.0)
 
         outcome = await execute_sync_shop(
-            shop_id, settings=jobs_db, sync=raising(error), jitter=Jitter(jobs_db), clock=clock
+            shop_id,
+            settings=jobs_db,
+            sync=raising(error),
+            jitter=Jitter(jobs_db),
+            clock=clock,
         )
 
         assert outcome.action == "deferred"
@@ -209,7 +221,9 @@ class TestLock:
         assert outcome.countdown is not None
         assert outcome.countdown <= LOCK_TTL_SECONDS + jobs_db.backoff_cap_seconds
 
-    async def test_deliveries_of_one_shop_never_overlap(self, jobs_db: Settings) -> None:
+    async def test_deliveries_of_one_shop_never_overlap(
+        self, jobs_db: Settings
+    ) -> None:
         """Two concurrent deliveries: one syncs, the other is told to retry."""
         shop_id = await add_test_shop(jobs_db)
         running = 0
@@ -236,7 +250,9 @@ class TestLock:
         """After a run (even a failed one) the next delivery takes the lock."""
         shop_id = await add_test_shop(jobs_db)
         await execute_sync_shop(
-            shop_id, settings=jobs_db, sync=raising(RateLimitedError("x", retry_after=1))
+            shop_id,
+            settings=jobs_db,
+            sync=raising(RateLimitedError("x", retry_after=1)),
         )
 
         assert await ShopLock(store, shop_id).acquire()

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from mpshield.cli.db import run_async
 from mpshield.exceptions import ConfigurationError
+from mpshield.jobs.feeds import FEEDS
 from mpshield.jobs.runner import Outcome, ShopResult, run_sync
 from mpshield.settings import get_settings
 from mpshield.state.store import get_store
@@ -64,6 +65,11 @@ def sync_command(
     """
     if all_shops == bool(shop):
         raise ConfigurationError("give either --all or at least one --shop ID")
+    unknown = sorted(set(feed or ()) - set(FEEDS))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown feed {', '.join(unknown)}; known: {', '.join(FEEDS)}"
+        )
     settings = get_settings()
     console = Console()
 

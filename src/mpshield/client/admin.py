@@ -19,6 +19,8 @@ async def reset_shop_circuit(
 ) -> None:
     """Close the shop's circuit, clear its failure counts and mark it active.
 
+    The status change is committed on ``db``.
+
     Args:
         shop_id: The shop.
         db: The session the shop's status is written through.
@@ -32,6 +34,7 @@ async def reset_shop_circuit(
     breaker = CircuitBreaker(get_store(settings), settings)
     await breaker.reset(shop_id)
     await shop_db.set_shop_status(db, shop_id, ShopStatus.ACTIVE, None)
+    await db.commit()
     logger.info("shop=%s circuit reset, shop active", shop_id)
 
 
@@ -45,6 +48,9 @@ async def update_shop_credentials(
     settings: Settings | None = None,
 ) -> None:
     """Save a shop's new key and reset its circuit, so that it is tried again.
+
+    The new key (and the cleared list of unauthorized categories) is committed
+    together with the status.
 
     Args:
         shop_id: The shop.

@@ -18,6 +18,12 @@ does not open the circuit moves the shop to another exit, so that the next
 
 One client may serve concurrent requests (``asyncio.gather``); its database
 writes are serialised because an ``AsyncSession`` is not safe for concurrent use.
+
+What the client writes to the database (a disabled shop, an unauthorized
+category, the shop's browser profile, a shop active again) it commits at once
+on the session it was given: a shop disabled "in the same step" must stay
+disabled even when the caller's block then fails and rolls back. Give the
+client a session that holds none of your own uncommitted work.
 """
 
 from __future__ import annotations
@@ -187,6 +193,7 @@ class MarketplaceClient:
             if profile != shop.browser_profile:
                 async with self._db_lock:
                     await shop_db.set_browser_profile(self._db, self.shop_id, profile)
+                    await self._db.commit()
             self._transport: Transport = CurlTransport(profile, self._settings)
         except BaseException:
             await self._proxies.release(self._lease)
@@ -434,6 +441,7 @@ class MarketplaceClient:
                 await shop_db.set_shop_status(
                     self._db, self.shop_id, ShopStatus.ACTIVE, None
                 )
+                await self._db.commit()
             self._status = ShopStatus.ACTIVE
             logger.info("shop=%s circuit closed, shop active again", self.shop_id)
 
@@ -502,6 +510,7 @@ class MarketplaceClient:
             await shop_db.mark_category_unauthorized(
                 self._db, self.shop_id, route.category
             )
+            await self._db.commit()
         logger.warning(
             "shop=%s marketplace=%s category %s unauthorized: %s",
             self.shop_id,
@@ -608,6 +617,7 @@ class MarketplaceClient:
             await shop_db.set_shop_status(
                 self._db, self.shop_id, ShopStatus.AUTH_ERROR, reason
             )
+            await self._db.commit()
         self._status = ShopStatus.AUTH_ERROR
         logger.warning("shop=%s disabled: %s", self.shop_id, reason)
 

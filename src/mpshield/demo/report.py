@@ -56,9 +56,7 @@ def _canonical(payload: Any) -> str:
     return json.dumps(payload, sort_keys=True, default=str)
 
 
-async def stored_orders(
-    settings: Settings, shop_id: int
-) -> dict[str, dict[str, str]]:
+async def stored_orders(settings: Settings, shop_id: int) -> dict[str, dict[str, str]]:
     """The shop's stored orders: feed -> external id -> canonical payload."""
     rows: dict[str, dict[str, str]] = defaultdict(dict)
     async with session_scope(settings) as session:
@@ -124,7 +122,9 @@ async def check(
                     missing=len(expected.keys() - have.keys()),
                     extra=len(have.keys() - expected.keys()),
                     stale=sum(
-                        1 for key in expected.keys() & have.keys() if expected[key] != have[key]
+                        1
+                        for key in expected.keys() & have.keys()
+                        if expected[key] != have[key]
                     ),
                 )
             )

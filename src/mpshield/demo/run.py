@@ -14,11 +14,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,10 @@ class DemoResult:
 
     @property
     def ok(self) -> bool:
-        return self.verdict.ok and not self.outcomes.get("failed") and not self.outcomes.get(
-            "unfinished"
+        return (
+            self.verdict.ok
+            and not self.outcomes.get("failed")
+            and not self.outcomes.get("unfinished")
         )
 
 
@@ -94,12 +97,26 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
     ).start()
     try:
         env = _environment(config, home, sandbox)
-        os.environ.update(env)
-        get_settings.cache_clear()
-        settings = load_settings()
-        return asyncio.run(_run(config, settings, sandbox, env, console))
+        with _process_env(env):
+            settings = load_settings()
+            return asyncio.run(_run(config, settings, sandbox, env, console))
     finally:
         sandbox.stop()
+
+
+@contextlib.contextmanager
+def _process_env(env: Mapping[str, str]) -> Iterator[None]:
+    """This process's environment (hence its settings) as the workers', for a while."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
 
 
 def _environment(config: DemoConfig, home: Path, sandbox: Sandbox) -> dict[str, str]:
@@ -143,7 +160,9 @@ async def _run(
                     await watch.wait(config.live_seconds, "orders arriving", console)
             # Freeze the marketplace so that the final state is the truth.
             sandbox.call(sandbox.world.stop)
-            outcomes = await _round(app, settings, config, watch, "round 3: final", console)
+            outcomes = await _round(
+                app, settings, config, watch, "round 3: final", console
+            )
         truth = {shop.seller: sandbox.world.truth(shop.seller) for shop in shops}
         verdict = await report.check(settings, shops, truth, sandbox.world.stats())
     finally:
@@ -179,7 +198,9 @@ async def _round(
         outcome_of(result) if result.ready() else "unfinished"
         for result in results.values()
     )
-    console.print(f"{phase}: {len(results)} shops queued; {dict(sorted(outcomes.items()))}")
+    console.print(
+        f"{phase}: {len(results)} shops queued; {dict(sorted(outcomes.items()))}"
+    )
     return outcomes
 
 
@@ -248,5 +269,9 @@ class _Watcher:
     async def wait(self, seconds: float, phase: str, console: Console) -> None:
         deadline = time.monotonic() + seconds
         await self.run(
-            phase, {}, console, until=lambda: time.monotonic() > deadline, deadline=deadline
+            phase,
+            {},
+            console,
+            until=lambda: time.monotonic() > deadline,
+            deadline=deadline,
         )

@@ -86,7 +86,9 @@ def build_sellers(world: Any, cast: Cast, seed: int) -> list[DemoShop]:
     shops: list[DemoShop] = []
 
     def wb(kind: Kind, **token: Any) -> tuple[str, str]:
-        sid = world.wb_create_seller(name=f"wb-{kind}-{len(shops) + 1}", orders=orders())
+        sid = world.wb_create_seller(
+            name=f"wb-{kind}-{len(shops) + 1}", orders=orders()
+        )
         return sid, world.wb_issue_token(sid, **token)
 
     for _ in range(cast.wb):
@@ -95,7 +97,14 @@ def build_sellers(world: Any, cast: Cast, seed: int) -> list[DemoShop]:
     for _ in range(cast.ozon):
         client_id, key = world.ozon_create_seller(orders=orders())
         shops.append(
-            DemoShop(f"Ozon shop {len(shops) + 1}", "ozon", client_id, "healthy", key, client_id)
+            DemoShop(
+                f"Ozon shop {len(shops) + 1}",
+                "ozon",
+                client_id,
+                "healthy",
+                key,
+                client_id,
+            )
         )
     for _ in range(cast.twins):
         sid, token = wb("twin")
@@ -121,11 +130,15 @@ def build_sellers(world: Any, cast: Cast, seed: int) -> list[DemoShop]:
     for _ in range(cast.expired):
         # Issued already expired: mpshield must refuse it without a request.
         sid, token = wb("expired", expires_in=-86400.0)
-        shops.append(DemoShop(f"WB expired {len(shops) + 1}", "wb", sid, "expired", token))
+        shops.append(
+            DemoShop(f"WB expired {len(shops) + 1}", "wb", sid, "expired", token)
+        )
     for _ in range(cast.revoked):
         sid, token = wb("revoked")
         world.wb_revoke_token(token)
-        shops.append(DemoShop(f"WB revoked {len(shops) + 1}", "wb", sid, "revoked", token))
+        shops.append(
+            DemoShop(f"WB revoked {len(shops) + 1}", "wb", sid, "revoked", token)
+        )
     for _ in range(cast.deactivated):
         client_id, key = world.ozon_create_seller(orders=orders())
         world.ozon_deactivate_key(client_id, key)

@@ -51,7 +51,9 @@ def live_view(shops: list[DemoShop], snapshot: Snapshot) -> RenderableType:
     )
     table = Table(expand=False, pad_edge=False, show_edge=False)
     for column in ("shop", "mp", "kind", "orders", "429s", "5xx", "breaker", "task"):
-        table.add_column(column, justify="right" if column in ("orders", "429s", "5xx") else "left")
+        table.add_column(
+            column, justify="right" if column in ("orders", "429s", "5xx") else "left"
+        )
 
     def interest(shop: DemoShop) -> tuple[int, int]:
         special = 0 if shop.kind == "healthy" else 1
@@ -95,13 +97,30 @@ def final_view(
     )
     if verdict.mismatches:
         table = Table(title="feeds that differ", show_edge=False)
-        for column in ("shop", "feed", "expected", "stored", "missing", "extra", "stale"):
+        for column in (
+            "shop",
+            "feed",
+            "expected",
+            "stored",
+            "missing",
+            "extra",
+            "stale",
+        ):
             table.add_column(column)
         for check in verdict.mismatches:
             table.add_row(
                 check.shop.name,
                 check.feed,
-                *(str(n) for n in (check.expected, check.stored, check.missing, check.extra, check.stale)),
+                *(
+                    str(n)
+                    for n in (
+                        check.expected,
+                        check.stored,
+                        check.missing,
+                        check.extra,
+                        check.stale,
+                    )
+                ),
             )
         parts.append(table)
     by_id = {shop.shop_id: shop for shop in shops}

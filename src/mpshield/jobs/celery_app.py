@@ -113,10 +113,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     nothing, not even the embedded Redis.
     """
     app = Celery("mpshield", include=["mpshield.jobs.tasks"], set_as_current=False)
-    if settings is None:
-        app.add_defaults(lambda: celery_config(get_settings()))
-    else:
-        app.add_defaults(celery_config(settings))
+    app.add_defaults(lambda: celery_config(settings or get_settings()))
     return app
 
 

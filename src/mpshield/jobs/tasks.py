@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from celery import Task
@@ -58,7 +61,7 @@ Action = Literal["synced", "disabled", "retry", "deferred", "failed"]
 
 
 class SyncFunction(Protocol):
-    def __call__(self, shop_id: int, *, settings: Settings) -> Awaitable[Any]: ...
+    def __call__(self, shop_id: int, /, *, settings: Settings) -> Awaitable[Any]: ...
 
 
 class JitterSource(Protocol):
@@ -97,6 +100,13 @@ class Outcome:
         return result
 
 
+def _default_sync() -> SyncFunction:
+    # Imported here: a process that only queues tasks needs no client stack.
+    from mpshield.jobs.sync import sync_shop
+
+    return sync_shop
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -125,9 +135,7 @@ async def execute_sync_shop(
     Returns:
         The outcome; it never raises for a sync failure.
     """
-    if sync is None:
-        # Imported here: the client stack is only needed where a sync runs.
-        from mpshield.jobs.sync import sync_shop as sync
+    sync = sync or _default_sync()
     jitter = jitter or Jitter(settings)
     lock = ShopLock(_store(settings), shop_id)
     try:
@@ -140,10 +148,10 @@ async def execute_sync_shop(
     except StateStoreUnavailableError as exc:
         return _transient(shop_id, exc, transient, short, jitter)
 
+    budget = asyncio.timeout(max_countdown(settings) or None)
     try:
-        async with lock.kept():
-            async with asyncio.timeout(max_countdown(settings) or None):
-                report = await sync(shop_id, settings=settings)
+        async with lock.kept(), budget:
+            report = await sync(shop_id, settings=settings)
     except ShopDisabledError as exc:
         logger.warning("shop %s is disabled (%s); not retrying", shop_id, exc.reason)
         return Outcome(shop_id, "disabled", exc.reason or str(exc))
@@ -152,7 +160,9 @@ async def execute_sync_shop(
         return Outcome(shop_id, "failed", str(exc))
     except RetryLaterError as exc:
         return await _retry_later(shop_id, exc, settings, short, jitter, clock)
-    except TimeoutError:
+    except TimeoutError as exc:
+        if not budget.expired():
+            return _transient(shop_id, exc, transient, short, jitter)
         # Pages are committed as they come; go on from the cursor soon.
         wait = jitter.backoff(0)
         logger.info("shop %s: sync ran out of time; resuming in %.1fs", shop_id, wait)
@@ -306,6 +316,7 @@ def sync_shop(
             shop_id, settings=get_settings(), transient=transient, short=short
         )
     )
+    _pause_before_ack(shop_id)
     if outcome.countdown is not None:
         raise self.retry(
             args=(shop_id,),
@@ -313,6 +324,26 @@ def sync_shop(
             countdown=outcome.countdown,
         )
     return outcome.as_result()
+
+
+# Crash tests kill a worker between the sync's commit and the broker ack: with
+# this set to a directory, the first run of each shop writes ``<shop>.paused``
+# (holding its pid) there and sleeps so that the test can kill it.
+PAUSE_BEFORE_ACK_ENV = "MPSHIELD_TEST_PAUSE_BEFORE_ACK_DIR"
+PAUSE_BEFORE_ACK_SECONDS = 60.0
+
+
+def _pause_before_ack(shop_id: int) -> None:
+    directory = os.environ.get(PAUSE_BEFORE_ACK_ENV)
+    if not directory:
+        return
+    marker = Path(directory) / f"{shop_id}.paused"
+    try:
+        with marker.open("x") as handle:
+            handle.write(str(os.getpid()))
+    except FileExistsError:
+        return
+    time.sleep(PAUSE_BEFORE_ACK_SECONDS)
 
 
 @app.task(name=SYNC_ALL)

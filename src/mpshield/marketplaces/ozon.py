@@ -22,9 +22,13 @@ How answers are read, and why:
   does not accept them. Code 5 is gRPC's NOT_FOUND, so a 404 code 5 about
   anything else (a posting that does not exist) is a plain client error and
   must never count against the key.
-- 403 as an HTML page: the address is banned. A 403 JSON naming a missing role
-  is a scope failure for the category; other 403 JSON bodies (key bound to
-  other addresses, offer not signed) are client errors that no proxy causes.
+- 403 as an HTML page, or a JSON one saying access from this address is
+  restricted: the address is banned. A 403 JSON naming a missing role is a
+  scope failure for the category. Other 403 JSON bodies are client errors that
+  no proxy causes: a key bound to other networks is the key's configuration
+  (quarantining the proxy would punish every other shop on it), and a
+  Client-Id restricted for erroneous requests or an unsigned offer is the
+  account's.
 - 5xx and HTML gateway pages: server errors.
 """
 
@@ -226,7 +230,9 @@ class OzonApi(MarketplaceApi):
         if status == 401 or (status == 404 and code == 5 and _about_key(text)):
             return replace(error, outcome=Outcome.AUTH_FAILURE)
         if status == 403:
-            if is_html(headers, content):
+            if is_html(headers, content) or (
+                "address" in text and not _about_key(text)
+            ):
                 return replace(error, outcome=Outcome.IP_BAN)
             if "role" in text:
                 return replace(error, outcome=Outcome.SCOPE_FAILURE)

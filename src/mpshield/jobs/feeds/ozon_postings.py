@@ -145,7 +145,8 @@ class OzonPostingsFeed(Feed):
             return Page(orders, {**cursor, "cursor": following}, more=True)
 
         end = parse_time(cursor["window_end"])
-        if end is None or end >= now:
+        # Periods are written to the millisecond; ``now`` has microseconds.
+        if end is None or end >= _milliseconds(now):
             return Page(orders, {"synced_to": cursor["window_end"]}, more=False)
         changed_from = parse_time(cursor.get("changed_from"))
         return Page(
@@ -178,6 +179,10 @@ class OzonPostingsFeed(Feed):
             currency=currency,
             payload=row,
         )
+
+
+def _milliseconds(value: dt.datetime) -> dt.datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def _total(products: Any) -> tuple[Decimal | None, str | None]:
