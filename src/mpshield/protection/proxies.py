@@ -1,0 +1,250 @@
+"""Proxies: one sticky exit per shop, quarantined per marketplace on trouble.
+
+A shop keeps its proxy for the whole ``async with`` block and gets the same
+one again on its next task while that proxy stays healthy; a marketplace sees
+one shop arriving from one address, as a browser user would. A proxy that
+draws a 403, an IP-level 429, a 5xx or a connection error is quarantined for
+that marketplace only (WB's ban does not stop it serving Ozon), for the
+duration the settings give per cause. A proxy quarantined again within
+``quarantine_memory_seconds`` of its release stays out twice as long each
+time, up to ``quarantine_max_seconds``.
+
+With no proxies configured at all the shop connects directly; when proxies
+exist but none is healthy, :class:`NoProxyAvailableError` says when the first
+one returns. mpshield never silently falls back to going direct.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mpshield.db.models import Proxy
+from mpshield.exceptions import ConfigurationError, NoProxyAvailableError
+from mpshield.redaction import get_logger, mask_url, register_secret
+from mpshield.settings import Settings
+from mpshield.state.store import StateStore
+
+logger = get_logger(__name__)
+
+QuarantineReason = Literal["403", "429", "5xx", "connection"]
+# How long a shop remembers its proxy between tasks.
+STICKY_MEMORY_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class ProxyInfo:
+    """A proxy; its URL may hold a password and never shows in ``repr``."""
+
+    id: int
+    url: str = field(repr=False)
+    label: str
+
+    def __post_init__(self) -> None:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"proxy {self.label or self.id}: bad URL {mask_url(self.url)!r}"
+            ) from exc
+        if (
+            parts.scheme not in {"http", "https", "socks5", "socks5h"}
+            or not parts.hostname
+        ):
+            raise ConfigurationError(
+                f"proxy {self.label or self.id}: expected scheme://host:port, "
+                f"got {mask_url(self.url)!r}"
+            )
+        register_secret(parts.password)
+
+    def __str__(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def exit_id(self) -> str:
+        return f"proxy-{self.id}"
+
+
+@dataclass
+class Lease:
+    """A shop's hold on one proxy (or on the direct connection)."""
+
+    shop_id: int
+    marketplace: str
+    proxy: ProxyInfo | None
+    token: str
+
+    @property
+    def exit_id(self) -> str:
+        """Identity of the exit address: the per-IP bucket and the breaker use it."""
+        return self.proxy.exit_id if self.proxy else "direct"
+
+    @property
+    def label(self) -> str:
+        return self.proxy.label if self.proxy else "direct"
+
+
+@dataclass(frozen=True)
+class ProxyHealth:
+    """One proxy's standing for one marketplace."""
+
+    proxy: ProxyInfo
+    quarantined_for: float
+    leases: int
+
+
+class ProxyProvider:
+    """Leases, releases and quarantines proxies in the shared store."""
+
+    def __init__(
+        self, store: StateStore, settings: Settings, proxies: Sequence[ProxyInfo]
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._proxies = list(proxies)
+        self._by_id = {proxy.id: proxy for proxy in self._proxies}
+
+    @classmethod
+    async def from_db(
+        cls, session: AsyncSession, store: StateStore, settings: Settings
+    ) -> ProxyProvider:
+        """The enabled proxies of the ``proxies`` table, seeded from settings if empty."""
+        rows = (await session.scalars(select(Proxy).order_by(Proxy.id))).all()
+        if not rows and settings.proxies:
+            for index, url in enumerate(settings.proxies, start=1):
+                session.add(Proxy(url=url, label=f"proxy-{index}"))
+            await session.commit()
+            rows = (await session.scalars(select(Proxy).order_by(Proxy.id))).all()
+        proxies = [
+            ProxyInfo(id=row.id, url=row.url, label=row.label or f"proxy-{row.id}")
+            for row in rows
+            if row.enabled
+        ]
+        return cls(store, settings, proxies)
+
+    @property
+    def proxies(self) -> list[ProxyInfo]:
+        return list(self._proxies)
+
+    def _quarantine_key(self, proxy_id: int, marketplace: str) -> str:
+        return self._store.key("proxy", proxy_id, "quarantine", marketplace)
+
+    def _leases_key(self, proxy_id: int) -> str:
+        return self._store.key("proxy", proxy_id, "leases")
+
+    async def lease(self, shop_id: int, marketplace: str) -> Lease:
+        """Lease the shop's proxy for ``marketplace`` (one round trip).
+
+        Raises:
+            NoProxyAvailableError: every proxy is quarantined for ``marketplace``;
+                ``retry_after`` is the time until the first comes back.
+        """
+        token = uuid.uuid4().hex
+        if not self._proxies:
+            return Lease(shop_id, marketplace, None, token)
+        keys = [self._store.key("shop", shop_id, "proxy")]
+        for proxy in self._proxies:
+            keys += [
+                self._quarantine_key(proxy.id, marketplace),
+                self._leases_key(proxy.id),
+            ]
+        ok, value = await self._store.run(
+            "proxy_lease",
+            keys,
+            [
+                token,
+                int(self._settings.proxy_lease_seconds * 1000),
+                STICKY_MEMORY_SECONDS * 1000,
+                shop_id % len(self._proxies),
+                *(proxy.id for proxy in self._proxies),
+            ],
+        )
+        if not int(ok):
+            retry_after = float(value) / 1000
+            raise NoProxyAvailableError(
+                f"every proxy is quarantined for {marketplace}; "
+                f"the first returns in {retry_after:.0f}s",
+                retry_after=retry_after,
+                shop_id=shop_id,
+                marketplace=marketplace,
+            )
+        proxy = self._by_id[int(value)]
+        return Lease(shop_id, marketplace, proxy, token)
+
+    async def renew(self, lease: Lease) -> None:
+        """Extend a long-running lease."""
+        if lease.proxy is None:
+            return
+        now = await self._server_ms()
+        expiry = now + int(self._settings.proxy_lease_seconds * 1000)
+        await self._store.redis.zadd(
+            self._leases_key(lease.proxy.id), {lease.token: expiry}, xx=True
+        )
+
+    async def release(self, lease: Lease) -> None:
+        """End the lease; the shop still prefers this proxy next time."""
+        if lease.proxy is not None:
+            await self._store.redis.zrem(self._leases_key(lease.proxy.id), lease.token)
+
+    async def quarantine(self, lease: Lease, reason: QuarantineReason) -> float:
+        """Keep the lease's proxy away from its marketplace; returns the seconds."""
+        if lease.proxy is None:
+            return 0.0
+        s = self._settings
+        base = {
+            "403": s.quarantine_403_seconds,
+            "429": s.quarantine_429_seconds,
+            "5xx": s.quarantine_5xx_seconds,
+            "connection": s.quarantine_connection_seconds,
+        }[reason]
+        quarantine_key = self._quarantine_key(lease.proxy.id, lease.marketplace)
+        left_ms = await self._store.run(
+            "proxy_quarantine",
+            [quarantine_key, quarantine_key + ":level"],
+            [
+                int(base * 1000),
+                int(s.quarantine_max_seconds * 1000),
+                int(s.quarantine_memory_seconds * 1000),
+            ],
+        )
+        seconds = float(left_ms) / 1000
+        logger.warning(
+            "proxy %s quarantined for %s for %.0fs after %s",
+            lease.proxy.label,
+            lease.marketplace,
+            seconds,
+            reason,
+        )
+        return seconds
+
+    async def move(self, lease: Lease) -> Lease:
+        """Release the lease's (quarantined) proxy and lease another healthy one."""
+        await self.release(lease)
+        return await self.lease(lease.shop_id, lease.marketplace)
+
+    async def health(self, marketplace: str) -> list[ProxyHealth]:
+        """Each proxy's quarantine and live leases, for status displays."""
+        now = await self._server_ms()
+        report = []
+        for proxy in self._proxies:
+            raw = await self._store.redis.get(
+                self._quarantine_key(proxy.id, marketplace)
+            )
+            until = float(raw or 0)
+            leases = await self._store.redis.zcount(
+                self._leases_key(proxy.id), now, "+inf"
+            )
+            report.append(ProxyHealth(proxy, max(until - now, 0.0) / 1000, int(leases)))
+        return report
+
+    async def _server_ms(self) -> int:
+        seconds, micros = await self._store.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000

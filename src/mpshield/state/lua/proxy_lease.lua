@@ -1,0 +1,43 @@
+-- Lease a proxy for a shop: its sticky proxy if healthy for this marketplace,
+-- else the healthy proxy with the fewest live leases.
+--
+-- KEYS[1]: the shop's sticky key; then per proxy: quarantine key, leases key.
+-- ARGV: token, lease ms, sticky memory ms, tie-break offset, then proxy ids
+--   in the same order as the keys.
+-- Returns {1, proxy id} or {0, ms until the earliest quarantine release}.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local token, lease_ms = ARGV[1], tonumber(ARGV[2])
+local sticky_ms, offset = tonumber(ARGV[3]), tonumber(ARGV[4])
+local n = (#KEYS - 1) / 2
+local sticky = redis.call('GET', KEYS[1])
+
+local chosen, best_count, earliest = nil, nil, nil
+for step = 0, n - 1 do
+  local i = ((offset + step) % n) + 1
+  local q_key, leases_key = KEYS[2 * i], KEYS[2 * i + 1]
+  local id = ARGV[4 + i]
+  local until_ms = tonumber(redis.call('GET', q_key) or '0')
+  if until_ms > now then
+    if earliest == nil or until_ms < earliest then
+      earliest = until_ms
+    end
+  else
+    redis.call('ZREMRANGEBYSCORE', leases_key, '-inf', now)
+    local count = redis.call('ZCARD', leases_key)
+    if id == sticky then
+      chosen, best_count = i, -1
+    elseif best_count == nil or count < best_count then
+      chosen, best_count = i, count
+    end
+  end
+end
+
+if chosen == nil then
+  return {0, tostring(earliest - now)}
+end
+redis.call('ZADD', KEYS[2 * chosen + 1], now + lease_ms, token)
+redis.call('PEXPIRE', KEYS[2 * chosen + 1], lease_ms + 1000)
+redis.call('SET', KEYS[1], ARGV[4 + chosen], 'PX', sticky_ms)
+return {1, ARGV[4 + chosen]}
