@@ -252,7 +252,7 @@ class TestWbStats:
 
         assert repeat.orders == [] and not repeat.more
         assert empty.orders == [] and not empty.more
-        assert repeat.cursor == page.cursor
+        assert repeat.cursor == {**page.cursor, "complete": True}
 
     def test_new_rows_at_the_boundary_go_on(self) -> None:
         """A row arriving at the boundary timestamp is read and joins the boundary."""
@@ -287,11 +287,21 @@ class TestWbStats:
     def test_later_run_starts_an_hour_back(self) -> None:
         """Data refreshed late are read again: the run starts before the cursor."""
         feed = WbStatsFeed()
-        stored = {"date_from": "2026-12-04T14:30:00", "boundary": ["x"]}
+        stored = {
+            "date_from": "2026-12-04T14:30:00",
+            "boundary": ["x"],
+            "complete": True,
+        }
         assert feed.begin(stored, NOW) == {
             "date_from": "2026-12-04T13:30:00",
             "boundary": [],
         }
+
+    def test_a_run_cut_short_resumes_exactly(self) -> None:
+        """After a rate limit the next run asks from the stored cursor itself."""
+        feed = WbStatsFeed()
+        stored = {"date_from": "2026-12-04T14:30:00", "boundary": ["x"]}
+        assert feed.begin(stored, NOW) == stored
 
     def test_not_a_list_is_malformed(self) -> None:
         """An HTML page or an object instead of rows raises MalformedResponseError."""

@@ -13,8 +13,9 @@ cancellation, say); its ``srid`` stays, so the stored order is updated, and an
 older copy never replaces a newer one (``version_field``).
 
 WB refreshes these data every 30 minutes, so a row may appear with a
-``lastChangeDate`` behind a cursor that already passed it. Each run therefore
-starts ``overlap`` (an hour by default) before the stored cursor.
+``lastChangeDate`` behind a cursor that already passed it. Each run that
+follows a complete one therefore starts ``overlap`` (an hour by default)
+before the stored cursor; a run cut short is resumed exactly where it stopped.
 
 The method allows one request a minute per seller. The client's limiter holds
 to that; when it would make the run wait longer than allowed it raises
@@ -91,6 +92,14 @@ class WbStatsFeed(Feed):
         start = moscow_time(stored.get("date_from")) if stored else None
         if start is None:
             return {"date_from": moscow_text(now - self.lookback), "boundary": []}
+        if stored and not stored.get("complete"):
+            # A run cut short (by the limit, most often) goes on where it
+            # stopped; starting back would spend the one request it may have
+            # on rows already stored.
+            return {
+                "date_from": stored["date_from"],
+                "boundary": stored.get("boundary", []),
+            }
         start = max(start - self.overlap, now - MAX_AGE)
         return {"date_from": moscow_text(min(start, now)), "boundary": []}
 
@@ -115,7 +124,7 @@ class WbStatsFeed(Feed):
             )
         ]
         if not fresh:
-            return Page([], dict(cursor), more=False)
+            return Page([], {**cursor, "complete": True}, more=False)
 
         last = rows[-1]["lastChangeDate"]
         at_last = {
