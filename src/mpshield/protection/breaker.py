@@ -16,6 +16,20 @@ Lua script on the server clock. The probe is a lease with a TTL, so a prober
 that dies frees it; a HALF_OPEN with no verdict for
 ``breaker_half_open_timeout_seconds`` returns to OPEN instead of hanging.
 
+Which 401s open the circuit: each is recorded with the exit it came through
+(``proxy-<id>``, or ``direct`` when ``proxy`` is None). Through proxies, the
+count must reach the threshold *and* the 401s must come from at least
+``breaker_distinct_proxies`` exits, because one proxy answering 401 is the
+proxy's fault. A shop that goes direct has no second exit to compare with, so
+once a direct 401 is among the remembered ones the count alone decides.
+Limitation: a pool of a single proxy can therefore never open the circuit; a
+caller with fewer proxies than ``breaker_distinct_proxies`` should report its
+401s with ``proxy=None``. Failures and exits are forgotten after
+``FAILURE_MEMORY_SECONDS`` without a new one, and at once on any success.
+
+A probe's verdict counts while its lease is live, and also after the lease
+lapsed when no other worker has taken the probe over.
+
 The breaker keeps no database state: the client mirrors its verdicts into
 ``shops.status`` in the same step, and re-opens a circuit with
 :meth:`CircuitBreaker.force_open` when Redis lost it but the database still
@@ -39,6 +53,8 @@ FAILURE_MEMORY_SECONDS = 24 * 3600
 
 
 class CircuitState(enum.StrEnum):
+    """A circuit's state, stored as this text under ``...:state``."""
+
     CLOSED = "CLOSED"
     OPEN = "OPEN"
     HALF_OPEN = "HALF_OPEN"

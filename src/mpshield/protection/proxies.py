@@ -12,23 +12,31 @@ time, up to ``quarantine_max_seconds``.
 With no proxies configured at all the shop connects directly; when proxies
 exist but none is healthy, :class:`NoProxyAvailableError` says when the first
 one returns. mpshield never silently falls back to going direct.
+
+State, all on the server clock: ``{prefix}:shop:{id}:proxy`` (the shop's
+sticky proxy id), ``{prefix}:proxy:{id}:leases`` (a sorted set of lease
+tokens scored by expiry, so a worker that dies without releasing stops
+counting when its lease runs out) and ``{prefix}:proxy:{id}:quarantine:{mp}``
+(the release time, with ``:level`` beside it for the escalation).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mpshield.db.models import Proxy
 from mpshield.exceptions import ConfigurationError, NoProxyAvailableError
 from mpshield.redaction import get_logger, mask_url, register_secret
 from mpshield.settings import Settings
-from mpshield.state.store import StateStore
+from mpshield.state.store import StateStore, translate_redis_errors
 
 logger = get_logger(__name__)
 
@@ -39,15 +47,13 @@ STICKY_MEMORY_SECONDS = 7 * 24 * 3600
 
 @dataclass(frozen=True)
 class ProxyInfo:
-    """A proxy; its URL may hold a password and never shows in ``repr``."""
+    """A proxy; the password its URL may hold never shows in ``repr`` or ``str``."""
 
     id: int
-    url: str = field(repr=False)
+    url: str
     label: str
 
     def __post_init__(self) -> None:
-        from urllib.parse import urlsplit
-
         try:
             parts = urlsplit(self.url)
             parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -64,6 +70,12 @@ class ProxyInfo:
                 f"got {mask_url(self.url)!r}"
             )
         register_secret(parts.password)
+
+    def __repr__(self) -> str:
+        return (
+            f"ProxyInfo(id={self.id!r}, url={mask_url(self.url)!r}, "
+            f"label={self.label!r})"
+        )
 
     def __str__(self) -> str:
         return mask_url(self.url)
@@ -97,8 +109,13 @@ class ProxyHealth:
     """One proxy's standing for one marketplace."""
 
     proxy: ProxyInfo
+    # Seconds until the proxy serves this marketplace again; 0 when healthy.
     quarantined_for: float
     leases: int
+
+    @property
+    def label(self) -> str:
+        return self.proxy.label
 
 
 class ProxyProvider:
@@ -116,18 +133,24 @@ class ProxyProvider:
     async def from_db(
         cls, session: AsyncSession, store: StateStore, settings: Settings
     ) -> ProxyProvider:
-        """The enabled proxies of the ``proxies`` table, seeded from settings if empty."""
+        """The enabled proxies of the ``proxies`` table.
+
+        An empty table is first seeded from ``settings.proxies`` (labelled
+        ``proxy-1``, ``proxy-2``...); two workers seeding at once end with one
+        copy. A table whose rows are all disabled means no proxies: the shop
+        connects directly, with a warning.
+        """
         rows = (await session.scalars(select(Proxy).order_by(Proxy.id))).all()
         if not rows and settings.proxies:
-            for index, url in enumerate(settings.proxies, start=1):
-                session.add(Proxy(url=url, label=f"proxy-{index}"))
-            await session.commit()
+            await _seed(session, settings.proxies)
             rows = (await session.scalars(select(Proxy).order_by(Proxy.id))).all()
         proxies = [
             ProxyInfo(id=row.id, url=row.url, label=row.label or f"proxy-{row.id}")
             for row in rows
             if row.enabled
         ]
+        if rows and not proxies:
+            logger.warning("every proxy is disabled; connecting directly")
         return cls(store, settings, proxies)
 
     @property
@@ -143,10 +166,19 @@ class ProxyProvider:
     async def lease(self, shop_id: int, marketplace: str) -> Lease:
         """Lease the shop's proxy for ``marketplace`` (one round trip).
 
+        The shop's current or previous proxy if it is healthy for
+        ``marketplace``, else the healthy proxy with the fewest live leases.
+        With no proxies configured the lease is a direct connection.
+
         Raises:
             NoProxyAvailableError: every proxy is quarantined for ``marketplace``;
                 ``retry_after`` is the time until the first comes back.
         """
+        return await self._lease(shop_id, marketplace, avoid=None)
+
+    async def _lease(
+        self, shop_id: int, marketplace: str, *, avoid: ProxyInfo | None
+    ) -> Lease:
         token = uuid.uuid4().hex
         if not self._proxies:
             return Lease(shop_id, marketplace, None, token)
@@ -163,14 +195,17 @@ class ProxyProvider:
                 token,
                 int(self._settings.proxy_lease_seconds * 1000),
                 STICKY_MEMORY_SECONDS * 1000,
+                # Shops with equal choices start the search at different proxies.
                 shop_id % len(self._proxies),
+                "" if avoid is None else avoid.id,
                 *(proxy.id for proxy in self._proxies),
             ],
         )
         if not int(ok):
             retry_after = float(value) / 1000
+            others = "every other proxy" if avoid is not None else "every proxy"
             raise NoProxyAvailableError(
-                f"every proxy is quarantined for {marketplace}; "
+                f"{others} is quarantined for {marketplace}; "
                 f"the first returns in {retry_after:.0f}s",
                 retry_after=retry_after,
                 shop_id=shop_id,
@@ -180,22 +215,30 @@ class ProxyProvider:
         return Lease(shop_id, marketplace, proxy, token)
 
     async def renew(self, lease: Lease) -> None:
-        """Extend a long-running lease."""
+        """Extend a long-running lease by ``proxy_lease_seconds`` from now."""
         if lease.proxy is None:
             return
-        now = await self._server_ms()
-        expiry = now + int(self._settings.proxy_lease_seconds * 1000)
-        await self._store.redis.zadd(
-            self._leases_key(lease.proxy.id), {lease.token: expiry}, xx=True
+        await self._store.run(
+            "proxy_renew",
+            [self._leases_key(lease.proxy.id)],
+            [lease.token, int(self._settings.proxy_lease_seconds * 1000)],
         )
 
     async def release(self, lease: Lease) -> None:
         """End the lease; the shop still prefers this proxy next time."""
         if lease.proxy is not None:
-            await self._store.redis.zrem(self._leases_key(lease.proxy.id), lease.token)
+            async with translate_redis_errors():
+                await self._store.redis.zrem(
+                    self._leases_key(lease.proxy.id), lease.token
+                )
 
     async def quarantine(self, lease: Lease, reason: QuarantineReason) -> float:
-        """Keep the lease's proxy away from its marketplace; returns the seconds."""
+        """Keep the lease's proxy away from its marketplace; returns the seconds.
+
+        A proxy already in quarantine keeps its release time (many workers see
+        one ban at once); the returned value is then the time it has left.
+        A direct lease has nothing to quarantine and returns 0.
+        """
         if lease.proxy is None:
             return 0.0
         s = self._settings
@@ -226,25 +269,52 @@ class ProxyProvider:
         return seconds
 
     async def move(self, lease: Lease) -> Lease:
-        """Release the lease's (quarantined) proxy and lease another healthy one."""
+        """Lease another healthy proxy for the shop, then release ``lease``.
+
+        The new proxy is never the lease's own, quarantined or not, and
+        becomes the shop's sticky proxy. A direct lease is returned unchanged.
+
+        Raises:
+            NoProxyAvailableError: no other proxy is healthy; ``lease`` is
+                then still held, so the caller may keep using or release it.
+        """
+        if lease.proxy is None:
+            return lease
+        moved = await self._lease(lease.shop_id, lease.marketplace, avoid=lease.proxy)
         await self.release(lease)
-        return await self.lease(lease.shop_id, lease.marketplace)
+        return moved
 
     async def health(self, marketplace: str) -> list[ProxyHealth]:
         """Each proxy's quarantine and live leases, for status displays."""
-        now = await self._server_ms()
+        async with (
+            translate_redis_errors(),
+            self._store.redis.pipeline(transaction=False) as pipe,
+        ):
+            pipe.time()
+            for proxy in self._proxies:
+                pipe.get(self._quarantine_key(proxy.id, marketplace))
+                pipe.zrange(self._leases_key(proxy.id), 0, -1, withscores=True)
+            replies = await pipe.execute()
+        seconds, micros = replies[0]
+        now = int(seconds) * 1000 + int(micros) // 1000
         report = []
-        for proxy in self._proxies:
-            raw = await self._store.redis.get(
-                self._quarantine_key(proxy.id, marketplace)
-            )
-            until = float(raw or 0)
-            leases = await self._store.redis.zcount(
-                self._leases_key(proxy.id), now, "+inf"
-            )
-            report.append(ProxyHealth(proxy, max(until - now, 0.0) / 1000, int(leases)))
+        for index, proxy in enumerate(self._proxies):
+            raw_until, leases = replies[1 + 2 * index : 3 + 2 * index]
+            until = float(raw_until or 0)
+            live = sum(1 for _, expiry in leases if expiry > now)
+            report.append(ProxyHealth(proxy, max(until - now, 0.0) / 1000, live))
         return report
 
-    async def _server_ms(self) -> int:
-        seconds, micros = await self._store.redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+
+async def _seed(session: AsyncSession, urls: Sequence[str]) -> None:
+    # The column is unique: a repeated URL would make every seeding fail.
+    urls = list(dict.fromkeys(urls))
+    for index, url in enumerate(urls, start=1):
+        session.add(Proxy(url=url, label=f"proxy-{index}"))
+    try:
+        await session.commit()
+    except IntegrityError:
+        # Another worker seeded the same URLs first.
+        await session.rollback()
+    else:
+        logger.info("seeded %d proxies from the settings", len(urls))

@@ -23,7 +23,13 @@ local function reopen()
 end
 
 if state == 'OPEN' then
-  local opened = tonumber(redis.call('GET', opened_key) or tostring(now))
+  local opened = tonumber(redis.call('GET', opened_key))
+  if opened == nil then
+    -- The opening time was lost: count the open period from now rather than
+    -- leave a circuit that can never reach HALF_OPEN.
+    opened = now
+    redis.call('SET', opened_key, tostring(now))
+  end
   local remaining = opened + open_ms - now
   if remaining > 0 then
     return {0, state, '', tostring(remaining)}
@@ -35,7 +41,11 @@ if state == 'OPEN' then
 end
 
 -- HALF_OPEN: one probe for the whole fleet, held by an expiring lease.
-local since = tonumber(redis.call('GET', half_key) or tostring(now))
+local since = tonumber(redis.call('GET', half_key))
+if since == nil then
+  since = now
+  redis.call('SET', half_key, tostring(now))
+end
 if now - since >= half_timeout_ms then
   return reopen()
 end

@@ -1,7 +1,7 @@
 -- Set a circuit by hand: 'reset' closes it and forgets everything; 'open'
 -- opens it at ARGV[2] (ms, or now when empty) unless it is already open.
 --
--- KEYS: state, failures, proxies, opened_at, probe lease, half_open_since.
+-- KEYS: state, failures, exits, opened_at, probe lease, half_open_since.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
