@@ -423,7 +423,7 @@ class TestWbClassifier:
         route = wb.route("GET", "/api/v3/orders")
         verdict = wb.classify(route, 401, JSON, wb_gateway(401, "unauthorized", detail))
         assert verdict.outcome is Outcome.AUTH_FAILURE
-        assert verdict.extra_cost == 9
+        assert verdict.extra_cost == 0
 
     def test_401_scope(self, wb: WildberriesApi) -> None:
         """A 401 naming the token's scope is a scope failure, not a dead key."""
@@ -504,7 +504,10 @@ class TestWbClassifier:
         )
         assert wb.classify(route, 403, JSON, payload).outcome is Outcome.IP_BAN
         token = body(
-            {"code": "AccessDenied", "message": "access to the method is blocked for this token"}
+            {
+                "code": "AccessDenied",
+                "message": "access to the method is blocked for this token",
+            }
         )
         assert wb.classify(route, 403, JSON, token).outcome is Outcome.CLIENT_ERROR
 
@@ -631,11 +634,19 @@ class TestOzonClassifier:
         offer = body({"code": 7, "message": "Offer not signed", "details": []})
         assert ozon.classify(route, 403, JSON, offer).outcome is Outcome.CLIENT_ERROR
         banned = body(
-            {"code": 7, "message": "Access from this IP address is restricted", "details": []}
+            {
+                "code": 7,
+                "message": "Access from this IP address is restricted",
+                "details": [],
+            }
         )
         assert ozon.classify(route, 403, JSON, banned).outcome is Outcome.IP_BAN
         bound = body(
-            {"code": 7, "message": "Api-Key is restricted to specific IP addresses", "details": []}
+            {
+                "code": 7,
+                "message": "Api-Key is restricted to specific IP addresses",
+                "details": [],
+            }
         )
         assert ozon.classify(route, 403, JSON, bound).outcome is Outcome.CLIENT_ERROR
 

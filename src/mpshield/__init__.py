@@ -1,5 +1,10 @@
 """mpshield: a safe door to the Wildberries and Ozon seller APIs."""
 
+from mpshield.client import (
+    MarketplaceClient,
+    reset_shop_circuit,
+    update_shop_credentials,
+)
 from mpshield.exceptions import (
     CategoryUnauthorizedError,
     ConfigurationError,
@@ -20,6 +25,7 @@ __all__ = [
     "CategoryUnauthorizedError",
     "ConfigurationError",
     "MalformedResponseError",
+    "MarketplaceClient",
     "MarketplaceError",
     "MarketplaceUnavailableError",
     "MpShieldError",
@@ -30,4 +36,6 @@ __all__ = [
     "ShopError",
     "ShopNotFoundError",
     "StateStoreUnavailableError",
+    "reset_shop_circuit",
+    "update_shop_credentials",
 ]

@@ -61,7 +61,7 @@ from mpshield.marketplaces.base import (
 from mpshield.marketplaces.wb import WildberriesApi
 from mpshield.protection.breaker import CircuitBreaker, CircuitState, Permit
 from mpshield.protection.limiter import Bucket, RateLimiter
-from mpshield.protection.proxies import Lease, ProxyProvider
+from mpshield.protection.proxies import Lease, ProxyProvider, QuarantineReason
 from mpshield.protection.timing import Jitter, Sleep
 from mpshield.redaction import get_logger, register_secret
 from mpshield.settings import Settings, get_settings
@@ -187,6 +187,7 @@ class MarketplaceClient:
         except BaseException:
             await self._release_pending_probe()
             raise
+        self._leased_at = asyncio.get_running_loop().time()
         self._register_proxy_secret(self._lease)
         try:
             profile = profile_for(self.shop_id, shop.browser_profile)
@@ -331,6 +332,7 @@ class MarketplaceClient:
         permit = await self._permit()
         try:
             await self._check_before_send(route)
+            await self._renew_lease_if_old()
             lease = self._lease
             trace.exit = _exit_label(lease)
             account_buckets = self._api.account_buckets(route, self._account)
@@ -448,7 +450,10 @@ class MarketplaceClient:
     async def _auth_failed(
         self, route: Route, lease: Lease, permit: Permit, verdict: Verdict
     ) -> MpShieldError:
-        proxy = lease.exit_id if lease.proxy is not None else None
+        # With fewer proxies than the breaker wants to compare, 401s are
+        # reported as direct ones, so that the count alone can open it.
+        compare = len(self._proxies.proxies) >= self._settings.breaker_distinct_proxies
+        proxy = lease.exit_id if lease.proxy is not None and compare else None
         state = await self._breaker.record_auth_failure(
             self.shop_id, permit, proxy=proxy
         )
@@ -569,12 +574,16 @@ class MarketplaceClient:
     # -- proxies -------------------------------------------------------------
 
     async def _exit_failed(
-        self, route: Route, lease: Lease, reason: str, detail: str | None
+        self,
+        route: Route,
+        lease: Lease,
+        reason: QuarantineReason,
+        detail: str | None,
     ) -> _Retry:
         """Quarantine the exit that failed and move the shop off it."""
         async with self._lease_lock:
             if lease.proxy is not None and lease is self._lease:
-                await self._proxies.quarantine(lease, reason)  # type: ignore[arg-type]
+                await self._proxies.quarantine(lease, reason)
                 logger.warning(
                     "shop=%s marketplace=%s exit %s quarantined (%s)",
                     self.shop_id,
@@ -584,6 +593,7 @@ class MarketplaceClient:
                 )
                 # NoProxyAvailableError propagates: every exit is out.
                 self._lease = await self._proxies.move(lease)
+                self._leased_at = asyncio.get_running_loop().time()
                 self._register_proxy_secret(self._lease)
         error = MarketplaceUnavailableError(
             f"shop {self.shop_id}: {route.marketplace} {route.method} {route.path} "
@@ -594,6 +604,15 @@ class MarketplaceClient:
             category=route.category,
         )
         return _Retry(error)
+
+    async def _renew_lease_if_old(self) -> None:
+        # A block that outlives half the lease renews it, so that the proxy's
+        # lease count stays right and the shop keeps its exit.
+        now = asyncio.get_running_loop().time()
+        if now - self._leased_at < self._settings.proxy_lease_seconds / 2:
+            return
+        self._leased_at = now
+        await self._proxies.renew(self._lease)
 
     async def _move_after_auth_failure(self, lease: Lease) -> None:
         async with self._lease_lock:

@@ -19,7 +19,8 @@ How answers are read, and why:
   (MARKETPLACES.md 1.6): another address would get the same answer, so it is
   a client error and no proxy is blamed for it.
 - 5xx and HTML gateway pages: server errors.
-- In the Marketplace category any 4XX is charged as 10 requests.
+- In the Marketplace category any 4XX that passed the gateway (all but 401
+  and 429) is charged as 10 requests.
 """
 
 from __future__ import annotations
@@ -297,11 +298,9 @@ class WildberriesApi(MarketplaceApi):
         body = parse_body(content)
         detail = body_field(body, "detail", "message", "title", "errorText")
         code = body_field(body, "code")
-        extra = (
-            9
-            if route.category == "marketplace" and status < 500 and status != 429
-            else 0
-        )
+        # A 401 never passed the gateway, so it draws nothing from the bucket.
+        costed = route.category == "marketplace" and status not in (401, 429)
+        extra = 9 if costed and status < 500 else 0
 
         error = Verdict(
             Outcome.CLIENT_ERROR,
