@@ -21,8 +21,8 @@ import pytest
 import redis
 from celery import Celery
 from celery.result import AsyncResult
-from jobhelpers import private_database
 
+from jobhelpers import private_database
 from mpshield.db.engine import dispose_engines
 from mpshield.demo import report
 from mpshield.demo.run import DemoConfig, run_demo
@@ -32,7 +32,7 @@ from mpshield.demo.workers import running_workers
 from mpshield.jobs.celery_app import SYNC_SHOP, create_app
 from mpshield.jobs.tasks import PAUSE_BEFORE_ACK_ENV
 from mpshield.sandbox.faults import FaultConfig
-from mpshield.sandbox.runner import Sandbox, SandboxConfig, SandboxThread
+from mpshield.sandbox.runner import SandboxConfig, SandboxThread
 from mpshield.settings import Settings, load_settings
 from mpshield.state.store import get_store
 
@@ -102,7 +102,9 @@ def test_twenty_shops_sync_to_exact_truth(services_settings: Settings) -> None:
 class _Crash:
     """A sandbox, shops in the database, and one worker with one pool process."""
 
-    def __init__(self, settings: Settings, sandbox: Sandbox, extra: Mapping[str, str]):
+    def __init__(
+        self, settings: Settings, sandbox: SandboxThread, extra: Mapping[str, str]
+    ):
         self.settings = settings
         self.sandbox = sandbox
         self.env = {**os.environ, **sandbox.env(), **scaled_env(TIME_SCALE)}
@@ -135,7 +137,7 @@ class _Crash:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
+def sandbox() -> Iterator[SandboxThread]:
     """A sandbox with scaled time and a small proxy pool."""
     running = SandboxThread(
         SandboxConfig(proxies=2, time_scale=TIME_SCALE, seed=5)
@@ -176,7 +178,7 @@ def finish(crash: _Crash) -> report.Verdict:
 
 
 def test_kill_between_commit_and_ack_loses_nothing(
-    services_settings: Settings, sandbox: Sandbox, tmp_path: Path
+    services_settings: Settings, sandbox: SandboxThread, tmp_path: Path
 ) -> None:
     """A worker killed after its commit, before the ack: redelivered, exact truth."""
     pause_dir = tmp_path / "pause"
@@ -198,7 +200,7 @@ def test_kill_between_commit_and_ack_loses_nothing(
 
 
 def test_kill_in_the_middle_of_a_sync_loses_nothing(
-    services_settings: Settings, sandbox: Sandbox, tmp_path: Path
+    services_settings: Settings, sandbox: SandboxThread, tmp_path: Path
 ) -> None:
     """A worker killed while a page is in flight: redelivered, exact truth."""
     crash = _Crash(services_settings, sandbox, {})

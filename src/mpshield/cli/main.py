@@ -8,6 +8,7 @@ import typer
 
 from mpshield.cli import db as db_cli
 from mpshield.cli import demo as demo_cli
+from mpshield.cli import sandbox as sandbox_cli
 from mpshield.cli import shops as shops_cli
 from mpshield.cli import sync as sync_cli
 from mpshield.cli import worker as worker_cli
@@ -25,6 +26,7 @@ app.command("worker")(worker_cli.worker)
 app.command("beat")(worker_cli.beat)
 app.command("demo")(demo_cli.demo)
 app.command("sync")(sync_cli.sync_command)
+app.command("sandbox")(sandbox_cli.sandbox)
 
 
 def main() -> None:

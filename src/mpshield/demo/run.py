@@ -37,7 +37,7 @@ from mpshield.demo.workers import running_workers
 from mpshield.jobs.celery_app import SYNC_SHOP, create_app
 from mpshield.jobs.tasks import plan_fanout
 from mpshield.redaction import get_logger
-from mpshield.sandbox.runner import Sandbox, SandboxConfig, SandboxThread
+from mpshield.sandbox.runner import SandboxConfig, SandboxThread
 from mpshield.settings import Settings, get_settings, load_settings
 from mpshield.state.store import get_store
 
@@ -119,7 +119,9 @@ def _process_env(env: Mapping[str, str]) -> Iterator[None]:
         get_settings.cache_clear()
 
 
-def _environment(config: DemoConfig, home: Path, sandbox: Sandbox) -> dict[str, str]:
+def _environment(
+    config: DemoConfig, home: Path, sandbox: SandboxThread
+) -> dict[str, str]:
     env = dict(os.environ)
     env.update(sandbox.env())
     env.update(scaled_env(config.time_scale))
@@ -132,7 +134,7 @@ def _environment(config: DemoConfig, home: Path, sandbox: Sandbox) -> dict[str, 
 async def _run(
     config: DemoConfig,
     settings: Settings,
-    sandbox: Sandbox,
+    sandbox: SandboxThread,
     env: Mapping[str, str],
     console: Console,
 ) -> DemoResult:
@@ -211,7 +213,7 @@ class _Watcher:
         self,
         settings: Settings,
         shops: list[scenario.DemoShop],
-        sandbox: Sandbox,
+        sandbox: SandboxThread,
         started: float,
     ) -> None:
         self.settings = settings

@@ -1,0 +1,76 @@
+"""``mpshield sandbox``: local WB and Ozon look-alikes and a proxy pool."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mpshield.sandbox.runner import SandboxConfig, SandboxThread
+
+
+def sandbox(
+    proxies: Annotated[int, typer.Option(min=0, max=200, help="Forward proxies.")] = 0,
+    dead_proxies: Annotated[
+        int, typer.Option(min=0, help="How many of them refuse every connection.")
+    ] = 0,
+    time_scale: Annotated[
+        float, typer.Option(min=0.0001, help="Multiplies every marketplace period.")
+    ] = 1.0,
+    gate_seller_apis: Annotated[
+        bool,
+        typer.Option(help="Refuse non-browser TLS fingerprints on the seller APIs."),
+    ] = False,
+    port_base: Annotated[
+        int | None, typer.Option(help="Fixed ports: wb, ozon, storefront, admin.")
+    ] = None,
+    proxy_user: Annotated[
+        str | None, typer.Option(help="Proxy basic-auth user.")
+    ] = None,
+    proxy_password: Annotated[
+        str | None, typer.Option(help="Proxy basic-auth password.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 0,
+    home: Annotated[
+        Path | None, typer.Option(help="Where the CA file goes (default: a temp dir).")
+    ] = None,
+) -> None:
+    """Start the sandbox on loopback and print the settings that point at it."""
+    if (proxy_user is None) != (proxy_password is None):
+        raise typer.BadParameter("give both --proxy-user and --proxy-password")
+    auth = (proxy_user, proxy_password) if proxy_user and proxy_password else None
+    config = SandboxConfig(
+        proxies=proxies,
+        dead_proxies=dead_proxies,
+        proxy_auth=auth,
+        time_scale=time_scale,
+        seed=seed,
+        gate_seller_apis=gate_seller_apis,
+        home=home,
+        port_base=port_base,
+    )
+    running = SandboxThread(config).start()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        print(f"WB seller API    {running.wb_url}")
+        print(f"Ozon seller API  {running.ozon_url}")
+        print(f"WB storefront    {running.storefront_url}")
+        print(f"admin API        {running.admin_url}")
+        print(f"admin token      {running.admin_token}")
+        print(f"CA file          {running.ca_file}")
+        for index, url in enumerate(running.proxy_urls, start=1):
+            print(f"proxy {index:<3}        {url}  (leaves from 127.0.0.{10 + index})")
+        print("\n# point mpshield at the sandbox:")
+        for name, value in running.env().items():
+            print(f"export {name}={shlex.quote(value)}")
+        print("\nRunning; press Ctrl-C to stop.", flush=True)
+        stop.wait()
+    finally:
+        running.stop()
+        print("sandbox stopped")

@@ -1,0 +1,172 @@
+"""Serving an aiohttp application over TLS, reading each ClientHello first.
+
+Each accepted connection is peeked at (``MSG_PEEK``, nothing consumed) until
+its whole ClientHello has arrived; the fingerprint is recorded per source
+address and per connection, and only then does TLS start on the socket. A
+middleware (:func:`fingerprint_gate`) answers a non-browser with the kind of
+HTML 403 page a storefront's bot protection gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from mpshield.redaction import get_logger
+from mpshield.sandbox.fingerprint import (
+    MAX_HELLO_BYTES,
+    Fingerprint,
+    FingerprintLog,
+    NotClientHello,
+    hello_length,
+    parse_client_hello,
+)
+
+logger = get_logger(__name__)
+
+HELLO_TIMEOUT_SECONDS = 10.0
+BLOCKED_PAGE = """<!DOCTYPE html>
+<html><head><title>403 Forbidden</title></head>
+<body><h1>403 Forbidden</h1><p>Access denied: your client is not supported.</p></body>
+</html>
+"""
+
+
+def fingerprint_gate(log: FingerprintLog, *, enabled: bool) -> Middleware:
+    """A middleware refusing connections whose handshake is not a browser's."""
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if enabled:
+            transport = request.transport
+            peer = transport.get_extra_info("peername") if transport else None
+            fingerprint = log.for_connection(tuple(peer[:2])) if peer else None
+            if fingerprint is None or not fingerprint.browser:
+                return web.Response(
+                    status=403, text=BLOCKED_PAGE, content_type="text/html"
+                )
+        return await handler(request)
+
+    return gate
+
+
+async def _wait_readable(sock: socket.socket, seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        await asyncio.wait_for(ready, seconds)
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+async def read_client_hello(sock: socket.socket) -> bytes:
+    """Peek at ``sock`` until a whole ClientHello is there; consume nothing.
+
+    Raises:
+        NotClientHello: the client sent something else.
+        TimeoutError: the hello did not arrive in time.
+        ConnectionError: the client went away.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HELLO_TIMEOUT_SECONDS
+    while True:
+        await _wait_readable(sock, max(deadline - loop.time(), 0.001))
+        data = sock.recv(MAX_HELLO_BYTES, socket.MSG_PEEK)
+        if not data:
+            raise ConnectionError("client closed before its ClientHello")
+        needed = hello_length(data)
+        if needed is not None and len(data) >= needed:
+            return data[:needed]
+        if loop.time() > deadline:
+            raise TimeoutError("ClientHello incomplete")
+        # The rest is in flight; peeking again at once would spin.
+        await asyncio.sleep(0.002)
+
+
+class TlsSite:
+    """One aiohttp application on one loopback address, behind TLS."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        log: FingerprintLog,
+    ) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._context = context
+        self._log = log
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"https://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self._host, self._port))
+        listener.listen(512)
+        listener.setblocking(False)
+        self._port = listener.getsockname()[1]
+        self._listener = listener
+        self._accepting = asyncio.create_task(self._accept_loop())
+
+    async def _accept_loop(self) -> None:
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            sock, peer = await loop.sock_accept(self._listener)
+            task = asyncio.create_task(self._serve(sock, peer))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            hello = parse_client_hello(await read_client_hello(sock))
+            self._log.record(peer[:2], Fingerprint.of(hello))
+            server = self._runner.server
+            assert server is not None
+            await loop.connect_accepted_socket(
+                server, sock, ssl=self._context, ssl_handshake_timeout=10
+            )
+        except (NotClientHello, TimeoutError, OSError, ssl.SSLError) as exc:
+            logger.debug("connection from %s dropped: %s", peer, exc)
+            sock.close()
+
+    async def stop(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+        for task in list(self._handshakes):
+            task.cancel()
+        if self._handshakes:
+            await asyncio.gather(*self._handshakes, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
+        await self._runner.cleanup()
