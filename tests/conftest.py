@@ -27,6 +27,7 @@ from mpshield.db.engine import (
     upgrade,
 )
 from mpshield.db.models import Base
+from mpshield.sandbox.runner import SandboxConfig, SandboxThread
 from mpshield.settings import Settings, load_settings
 from mpshield.state.store import StateStore, get_store
 
@@ -127,3 +128,17 @@ async def db(db_ready: Settings) -> AsyncIterator[AsyncSession]:
     """A session on the run's database, emptied after the test."""
     async with get_sessionmaker(db_ready)() as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def sandbox_config() -> SandboxConfig:
+    """The shared sandbox: 4 proxies, scaled time, the fingerprint gate everywhere."""
+    return SandboxConfig(proxies=4, time_scale=0.01, gate_seller_apis=True, seed=11)
+
+
+@pytest.fixture(scope="session")
+def sandbox(sandbox_config: SandboxConfig) -> Iterator[SandboxThread]:
+    """One running sandbox for the whole test run, on its own loop thread."""
+    running = SandboxThread(sandbox_config).start()
+    yield running
+    running.stop()

@@ -198,9 +198,15 @@ class MarketplaceApi(ABC):
         """Per-address rules by host class."""
 
     def rule(self, group: str, default: Rule) -> Rule:
-        """``default``, unless ``settings.limits`` overrides ``<name>.<group>``."""
+        """``default``, unless ``settings.limits`` overrides ``<name>.<group>``.
+
+        The built-in tables follow ``settings.time_scale`` (a scaled sandbox);
+        an override is taken as written.
+        """
         override = self.settings.limits.get(f"{self.name}.{group}")
         if override is None:
+            if self.settings.time_scale != 1.0:
+                return default.scaled(self.settings.time_scale)
             return default
         return Rule(
             kind=default.kind,
