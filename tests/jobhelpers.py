@@ -18,14 +18,13 @@ from mpshield.settings import Settings
 POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-@contextlib.asynccontextmanager
-async def private_database(
+async def create_private_database(
     settings: Settings, backend: str, workdir: Path
-) -> AsyncIterator[Settings]:
-    """``settings`` pointing at a fresh, migrated database that is dropped afterwards.
+) -> Settings:
+    """``settings`` pointing at a fresh, migrated database of its own.
 
     ``services`` gets a uniquely named PostgreSQL database, ``embedded`` a
-    SQLite file in ``workdir``.
+    SQLite file in ``workdir``; :func:`drop_private_database` removes it.
     """
     name = f"mpshield_jobs_{uuid.uuid4().hex[:12]}"
     if backend == "services":
@@ -38,17 +37,34 @@ async def private_database(
     else:
         url = f"sqlite+aiosqlite:///{workdir / (name + '.db')}"
     private = settings.model_copy(update={"database_url": url})
+    await upgrade(private)
+    await dispose_engines()
+    return private
+
+
+async def drop_private_database(settings: Settings) -> None:
+    """Drop a database made by :func:`create_private_database` (PostgreSQL only)."""
+    await dispose_engines()
+    url = settings.database_url or ""
+    if url.startswith("postgresql"):
+        name = url.rsplit("/", 1)[1]
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def private_database(
+    settings: Settings, backend: str, workdir: Path
+) -> AsyncIterator[Settings]:
+    """A fresh database for the block, dropped afterwards."""
+    private = await create_private_database(settings, backend, workdir)
     try:
-        await upgrade(private)
         yield private
     finally:
-        await dispose_engines()
-        if backend == "services":
-            admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
+        await drop_private_database(private)
 
 
 async def add_test_shop(

@@ -22,7 +22,7 @@ import redis
 from celery import Celery
 from celery.result import AsyncResult
 
-from jobhelpers import private_database
+from jobhelpers import create_private_database, drop_private_database
 from mpshield.db.engine import dispose_engines
 from mpshield.demo import report
 from mpshield.demo.run import DemoConfig, run_demo
@@ -53,13 +53,14 @@ def services_settings(tmp_path: Path, key_prefix: str) -> Iterator[Settings]:
     base = load_settings(
         home=tmp_path / "home", redis_url=SERVICES_REDIS_URL, key_prefix=key_prefix
     )
-    context = private_database(base, "services", tmp_path)
-    settings = asyncio.run(context.__aenter__())
+    # Two plain calls, not a context manager: asyncio.run would close the
+    # manager's generator (and drop the database) as soon as it returned.
+    settings = asyncio.run(create_private_database(base, "services", tmp_path))
     try:
         yield settings
     finally:
         asyncio.run(_clean(settings))
-        asyncio.run(context.__aexit__(None, None, None))
+        asyncio.run(drop_private_database(settings))
 
 
 async def _clean(settings: Settings) -> None:
