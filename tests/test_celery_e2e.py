@@ -186,6 +186,7 @@ def test_kill_between_commit_and_ack_loses_nothing(
     pause_dir.mkdir()
     crash = _Crash(services_settings, sandbox, {PAUSE_BEFORE_ACK_ENV: str(pause_dir)})
     shop = crash.shops[0]
+    (pause_dir / f"{shop.shop_id}.pause").touch()
     with running_workers(crash.env, count=1, concurrency=1, logdir=tmp_path):
         result = crash.sync(shop)
         marker = pause_dir / f"{shop.shop_id}.paused"

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from mpshield.exceptions import RateLimitedError
@@ -93,15 +93,52 @@ def gcra_step(
 ) -> tuple[bool, float, float]:
     """The GCRA arithmetic of ``limiter_acquire.lua``, in Python.
 
-    Returns ``(allowed, new_tat, wait)``; ``new_tat`` is the stored value after
-    the call (unchanged when refused). Kept beside the script as its reference.
+    Times in any one unit. A request dearer than the burst is checked as a
+    full burst and charged in full.
+
+    Returns:
+        ``(allowed, new_tat, wait)``: ``new_tat`` is the stored value after the
+        call (unchanged when refused), ``wait`` the time until it would pass.
     """
     base = max(tat, now)
     new_tat = base + rule.interval * cost
-    allow_at = new_tat - rule.interval * rule.burst
+    allow_at = base + rule.interval * (min(cost, rule.burst) - rule.burst)
     if allow_at > now:
         return False, tat, allow_at - now
     return True, new_tat, 0.0
+
+
+def window_step(
+    log: Sequence[float], now: float, rule: Rule, cost: int = 1
+) -> tuple[bool, list[float], float]:
+    """The sliding-window arithmetic of ``limiter_acquire.lua``, in Python.
+
+    ``log`` holds grant times, newest first, at most ``rule.limit`` of them.
+
+    Returns:
+        ``(allowed, new_log, wait)`` like :func:`gcra_step`.
+    """
+    cost = min(cost, rule.limit)
+    if len(log) > rule.limit - cost:
+        until_free = log[rule.limit - cost] + rule.period - now
+        if until_free > 0:
+            return False, list(log), until_free
+    return True, ([now] * cost + list(log))[: rule.limit], 0.0
+
+
+def _merge(buckets: Sequence[Bucket]) -> list[Bucket]:
+    """One entry per bucket name, costs added.
+
+    The script plans every bucket from the state before the call, so a name
+    given twice would be charged once.
+    """
+    merged: dict[str, Bucket] = {}
+    for bucket in buckets:
+        seen = merged.get(bucket.name)
+        merged[bucket.name] = (
+            bucket if seen is None else replace(seen, cost=seen.cost + bucket.cost)
+        )
+    return list(merged.values())
 
 
 class RateLimiter:
@@ -114,16 +151,20 @@ class RateLimiter:
         *,
         jitter: Jitter | None = None,
         sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Use ``store``; ``sleep`` and ``clock`` (seconds) are replaceable in tests."""
         self._store = store
         self._jitter = jitter or Jitter(settings)
         self._sleep = sleep
+        self._clock = clock
 
     def _keys(self, bucket: Bucket) -> list[str]:
         state = self._store.key("rl", bucket.name)
         return [state, state + ":cool"]
 
     async def _check(self, buckets: Sequence[Bucket], *, take: bool) -> Decision:
+        buckets = _merge(buckets)
         keys: list[str] = []
         args: list[float | int] = [1 if take else 0]
         for bucket in buckets:
@@ -157,12 +198,12 @@ class RateLimiter:
             RateLimitedError: the wait is longer than what is left of ``max_wait``;
                 ``retry_after`` says how long, ``bucket`` which one.
         """
-        deadline = time.monotonic() + max_wait
+        deadline = self._clock() + max_wait
         while True:
             decision = await self.try_acquire(buckets)
             if decision.granted:
                 return
-            left = deadline - time.monotonic()
+            left = deadline - self._clock()
             if decision.wait > left:
                 raise RateLimitedError(
                     f"rate limit of {decision.bucket} reached; "

@@ -108,8 +108,11 @@ def parse_client_hello(data: bytes) -> ClientHello:
     Raises:
         NotClientHello: the bytes are not a well-formed ClientHello.
     """
+    needed = hello_length(data)
+    if needed is None or len(data) < needed:
+        raise NotClientHello("incomplete ClientHello")
     try:
-        return _parse(_handshake_bytes(data))
+        return _parse(_handshake_bytes(data[:needed]))
     except (IndexError, struct.error, UnicodeDecodeError) as exc:
         raise NotClientHello(f"malformed ClientHello: {exc}") from exc
 
@@ -117,11 +120,15 @@ def parse_client_hello(data: bytes) -> ClientHello:
 def _parse(body: bytes) -> ClientHello:
     if not body or body[0] != CLIENT_HELLO:
         raise NotClientHello("not a ClientHello")
+    # Every length inside must stay within the message, or it was cut short.
+    body = body[: 4 + int.from_bytes(body[1:4], "big")]
     pos = 4
     legacy_version = int.from_bytes(body[pos : pos + 2], "big")
     pos += 2 + 32
     pos += 1 + body[pos]
     cipher_len = int.from_bytes(body[pos : pos + 2], "big")
+    if pos + 2 + cipher_len > len(body):
+        raise NotClientHello("cipher list runs past the ClientHello")
     ciphers = _u16_list(body[pos + 2 : pos + 2 + cipher_len])
     pos += 2 + cipher_len
     pos += 1 + body[pos]
@@ -135,9 +142,13 @@ def _parse(body: bytes) -> ClientHello:
     server_name: str | None = None
     if pos + 2 <= len(body):
         end = pos + 2 + int.from_bytes(body[pos : pos + 2], "big")
+        if end > len(body):
+            raise NotClientHello("extensions run past the ClientHello")
         pos += 2
         while pos + 4 <= end:
             kind, length = struct.unpack("!HH", body[pos : pos + 4])
+            if pos + 4 + length > end:
+                raise NotClientHello("an extension runs past the ClientHello")
             data = body[pos + 4 : pos + 4 + length]
             pos += 4 + length
             extensions.append(kind)

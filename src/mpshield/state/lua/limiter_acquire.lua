@@ -6,9 +6,14 @@
 --   period in ms, burst, cost.
 -- Returns {granted, wait_ms, limiting bucket index (1-based, 0 if none), now_ms};
 -- wait and now are strings because Redis truncates Lua numbers to integers.
+-- Times are milliseconds written with string.format: Lua's tostring keeps only
+-- 14 digits, which would round a stored TAT to 0.1 ms and let the rate creep.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local function ms(x) return string.format('%.3f', x) end
+-- A wait is rounded up, so that a refusal never reads as a zero wait.
+local function ms_up(x) return string.format('%.3f', math.ceil(x * 1000) / 1000) end
 local take = ARGV[1] == '1'
 local n = #KEYS / 2
 
@@ -32,11 +37,13 @@ for i = 1, n do
 
   if kind == 0 then
     -- GCRA: one number, the theoretical arrival time; `burst` requests may
-    -- go back to back from idle, then one per emission interval.
+    -- go back to back from idle, then one per emission interval. A request
+    -- dearer than the burst is checked as a full burst (else it could never
+    -- go) but charged in full, which pushes the next ones out.
     local interval = period / limit
     local tat = math.max(tonumber(redis.call('GET', key) or '0'), now)
     local new_tat = tat + interval * cost
-    local allow_at = new_tat - interval * burst
+    local allow_at = tat + interval * (math.min(cost, burst) - burst)
     if allow_at > now then
       wait = math.max(wait, allow_at - now)
     end
@@ -60,15 +67,15 @@ for i = 1, n do
 end
 
 if worst_wait > 0 or not take then
-  return {worst_wait > 0 and 0 or 1, tostring(worst_wait), worst_index, tostring(now)}
+  return {worst_wait > 0 and 0 or 1, ms_up(worst_wait), worst_index, ms(now)}
 end
 
 for i = 1, n do
   local plan = plans[i]
   if plan[1] == 0 then
-    redis.call('SET', plan[2], tostring(plan[3]), 'PX', math.ceil(plan[3] - now) + 1000)
+    redis.call('SET', plan[2], ms(plan[3]), 'PX', math.ceil(plan[3] - now) + 1000)
   else
-    local stamp = tostring(now)
+    local stamp = ms(now)
     for _ = 1, plan[5] do
       redis.call('LPUSH', plan[2], stamp)
     end
@@ -76,4 +83,4 @@ for i = 1, n do
     redis.call('PEXPIRE', plan[2], math.ceil(plan[4]) + 1000)
   end
 end
-return {1, '0', 0, tostring(now)}
+return {1, '0', 0, ms(now)}

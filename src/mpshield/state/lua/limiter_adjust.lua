@@ -8,6 +8,8 @@
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+-- Full precision: tostring would round a millisecond time to 14 digits.
+local function ms(x) return string.format('%.3f', x) end
 local key, cool_key = KEYS[1], KEYS[2]
 local op = ARGV[1]
 local kind = tonumber(ARGV[2])
@@ -20,7 +22,7 @@ if op == 'cool' then
   local until_ms = now + amount
   local current = tonumber(redis.call('GET', cool_key) or '0')
   if until_ms > current then
-    redis.call('SET', cool_key, tostring(until_ms), 'PX', math.ceil(amount) + 1000)
+    redis.call('SET', cool_key, ms(until_ms), 'PX', math.ceil(amount) + 1000)
   end
   return 1
 end
@@ -35,7 +37,7 @@ if kind == 0 then
   elseif op == 'charge' then
     new_tat = tat + interval * amount
   end
-  redis.call('SET', key, tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+  redis.call('SET', key, ms(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
   return 1
 end
 
@@ -55,7 +57,7 @@ elseif op == 'charge' then
   add = math.min(amount, limit)
 end
 for _ = 1, add do
-  redis.call('LPUSH', key, tostring(now))
+  redis.call('LPUSH', key, ms(now))
 end
 redis.call('LTRIM', key, 0, limit - 1)
 redis.call('PEXPIRE', key, math.ceil(period) + 1000)
