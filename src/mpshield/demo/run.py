@@ -230,6 +230,9 @@ class _Watcher:
         store = get_store(self.settings)
         keys = [store.key("circuit", shop.shop_id, "state") for shop in self.shops]
         states = await store.redis.mget(keys)
+        # The proxy each shop last leased (its sticky choice).
+        sticky = [store.key("shop", shop.shop_id, "proxy") for shop in self.shops]
+        proxies = await store.redis.mget(sticky)
         stats = self.sandbox.world.stats()
         statuses = await report.shop_statuses(self.settings)
         return Snapshot(
@@ -240,6 +243,11 @@ class _Watcher:
             circuits={
                 shop.shop_id: state.decode() if isinstance(state, bytes) else "CLOSED"
                 for shop, state in zip(self.shops, states, strict=True)
+            },
+            proxies={
+                shop.shop_id: f"proxy-{proxy.decode()}"
+                for shop, proxy in zip(self.shops, proxies, strict=True)
+                if isinstance(proxy, bytes)
             },
             statuses={shop_id: status for shop_id, (status, _) in statuses.items()},
             seller_stats=stats.get("sellers", {}),

@@ -26,6 +26,7 @@ class Snapshot:
     orders: dict[int, int] = field(default_factory=dict)
     tasks: dict[int, str] = field(default_factory=dict)
     circuits: dict[int, str] = field(default_factory=dict)
+    proxies: dict[int, str] = field(default_factory=dict)
     statuses: dict[int, str] = field(default_factory=dict)
     seller_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     bans: int = 0
@@ -50,7 +51,18 @@ def live_view(shops: list[DemoShop], snapshot: Snapshot) -> RenderableType:
         "tasks " + " ".join(f"{k.lower()}={v}" for k, v in sorted(tasks.items())),
     )
     table = Table(expand=False, pad_edge=False, show_edge=False)
-    for column in ("shop", "mp", "kind", "orders", "429s", "5xx", "breaker", "task"):
+    columns = (
+        "shop",
+        "mp",
+        "kind",
+        "orders",
+        "429s",
+        "5xx",
+        "proxy",
+        "breaker",
+        "task",
+    )
+    for column in columns:
         table.add_column(
             column, justify="right" if column in ("orders", "429s", "5xx") else "left"
         )
@@ -72,6 +84,7 @@ def live_view(shops: list[DemoShop], snapshot: Snapshot) -> RenderableType:
             str(snapshot.orders.get(shop.shop_id, 0)),
             str(_seller_count(snapshot, shop, "429")),
             str(_seller_count(snapshot, shop, "5xx")),
+            snapshot.proxies.get(shop.shop_id, "-"),
             breaker,
             snapshot.tasks.get(shop.shop_id, "-").lower(),
         )

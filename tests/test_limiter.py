@@ -1,0 +1,677 @@
+"""The shared rate limiter, on both backends.
+
+Most tests run the production scripts with Redis ``TIME`` swapped for a clock
+key the test moves (``ServerClock``), so waits are exact and nothing sleeps.
+A few run on the real server clock, and one lets four OS processes compete
+for a bucket and checks every grant against the rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import uuid
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from mpshield.exceptions import RateLimitedError, StateStoreUnavailableError
+from mpshield.protection.limiter import (
+    Bucket,
+    RateLimiter,
+    Rule,
+    gcra_step,
+    window_step,
+)
+from mpshield.protection.timing import Jitter
+from mpshield.settings import Settings, load_settings
+from mpshield.state.store import StateStore, get_store, resolve_redis_url
+
+SERVER_TIME = (
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000\n"
+)
+EPOCH_MS = 1_700_000_000_000.0
+
+
+class ServerClock:
+    """The limiter scripts with ``TIME`` read from a key, and a sleeper moving it."""
+
+    def __init__(self, store: StateStore, start_ms: float = EPOCH_MS) -> None:
+        self.store = store
+        self.key = store.key("test-clock")
+        self.now_ms = start_ms
+        self.sleeps: list[float] = []
+
+    async def install(self) -> ServerClock:
+        for name in ("limiter_acquire", "limiter_adjust"):
+            path = resources.files("mpshield.state").joinpath(f"lua/{name}.lua")
+            source = path.read_text(encoding="utf-8")
+            assert SERVER_TIME in source
+            clocked = source.replace(
+                SERVER_TIME, f"local now = tonumber(redis.call('GET', '{self.key}'))\n"
+            )
+            self.store._scripts[name] = self.store.redis.register_script(clocked)
+        await self.advance(0)
+        return self
+
+    async def advance(self, seconds: float) -> None:
+        self.now_ms += seconds * 1000
+        await self.store.redis.set(self.key, repr(self.now_ms))
+
+    async def set_ms(self, now_ms: float) -> None:
+        self.now_ms = now_ms
+        await self.advance(0)
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await self.advance(seconds)
+
+    def monotonic(self) -> float:
+        return self.now_ms / 1000
+
+
+@pytest.fixture
+async def clock(store: StateStore) -> ServerClock:
+    return await ServerClock(store).install()
+
+
+@pytest.fixture
+def limiter(store: StateStore, settings: Settings, clock: ServerClock) -> RateLimiter:
+    return RateLimiter(
+        store,
+        settings,
+        jitter=Jitter(settings, random.Random(0)),
+        sleep=clock.sleep,
+        clock=clock.monotonic,
+    )
+
+
+async def _grants(limiter: RateLimiter, buckets: Sequence[Bucket], tries: int) -> int:
+    granted = 0
+    for _ in range(tries):
+        granted += (await limiter.try_acquire(buckets)).granted
+    return granted
+
+
+# -- GCRA -------------------------------------------------------------------
+
+
+async def test_gcra_burst_then_one_per_interval(
+    limiter: RateLimiter, clock: ServerClock
+) -> None:
+    """An idle bucket lets exactly `burst` go at once, then one per interval."""
+    bucket = Bucket("acct:1", Rule.gcra(limit=10, period=1.0, burst=3))
+
+    assert await _grants(limiter, [bucket], 10) == 3
+    await clock.advance(0.1)
+    assert await _grants(limiter, [bucket], 10) == 1
+    await clock.advance(0.25)
+    assert await _grants(limiter, [bucket], 10) == 2
+    await clock.advance(60)
+    assert await _grants(limiter, [bucket], 10) == 3
+
+
+async def test_gcra_refusal_says_how_long(
+    limiter: RateLimiter, clock: ServerClock
+) -> None:
+    """A refusal names the bucket and the exact wait, and waiting that long works."""
+    bucket = Bucket("acct:2", Rule.gcra(limit=5, period=1.0, burst=2))
+    await _grants(limiter, [bucket], 2)
+    await clock.advance(0.05)
+
+    refused = await limiter.try_acquire([bucket])
+
+    assert not refused.granted
+    assert refused.bucket == "acct:2"
+    assert refused.wait == pytest.approx(0.15, abs=1e-6)
+    assert refused.server_time == pytest.approx(clock.monotonic())
+    await clock.advance(refused.wait)
+    assert (await limiter.try_acquire([bucket])).granted
+
+
+async def test_peek_does_not_consume(limiter: RateLimiter) -> None:
+    """Peeking reports the wait without taking anything."""
+    bucket = Bucket("acct:3", Rule.gcra(limit=4, period=1.0, burst=2))
+
+    assert await limiter.peek(bucket) == 0.0
+    assert await limiter.peek(bucket) == 0.0
+    assert await _grants(limiter, [bucket], 5) == 2
+    assert await limiter.peek(bucket) == pytest.approx(0.25, abs=1e-6)
+
+
+async def test_cost_above_burst_goes_when_idle_and_is_paid_in_full(
+    limiter: RateLimiter, clock: ServerClock
+) -> None:
+    """A request dearer than the burst passes an idle bucket and pushes the next out."""
+    dear = Bucket("acct:4", Rule.gcra(limit=10, period=1.0, burst=2), cost=5)
+    cheap = Bucket("acct:4", dear.rule)
+
+    assert (await limiter.try_acquire([dear])).granted
+    refused = await limiter.try_acquire([cheap])
+
+    assert refused.wait == pytest.approx(0.4, abs=1e-6)
+
+
+async def test_gcra_state_is_one_expiring_key(
+    limiter: RateLimiter, store: StateStore
+) -> None:
+    """A GCRA bucket is one key that expires soon after the bucket is full again."""
+    bucket = Bucket("acct:5", Rule.gcra(limit=2, period=10.0, burst=2))
+    await _grants(limiter, [bucket], 2)
+
+    keys = [key async for key in store.redis.scan_iter(match=store.key("rl", "*"))]
+    ttl = await store.redis.pttl(store.key("rl", "acct:5"))
+
+    assert keys == [store.key("rl", "acct:5").encode()]
+    assert 10_000 < ttl <= 11_000
+
+
+# -- window -------------------------------------------------------------------
+
+
+async def test_window_caps_each_window(
+    limiter: RateLimiter, clock: ServerClock
+) -> None:
+    """A window bucket grants `limit`, then opens when the oldest grant leaves."""
+    bucket = Bucket("ozon:1", Rule.window(limit=3, period=1.0))
+
+    assert await _grants(limiter, [bucket], 5) == 3
+    await clock.advance(0.4)
+    refused = await limiter.try_acquire([bucket])
+    assert refused.wait == pytest.approx(0.6, abs=1e-6)
+    await clock.advance(0.6)
+    assert await _grants(limiter, [bucket], 5) == 3
+
+
+async def test_window_state_is_bounded(
+    limiter: RateLimiter, clock: ServerClock, store: StateStore
+) -> None:
+    """The log never holds more than `limit` entries and expires after a period."""
+    bucket = Bucket("ozon:2", Rule.window(limit=4, period=0.5))
+    for _ in range(30):
+        await limiter.try_acquire([bucket])
+        await clock.advance(0.05)
+
+    key = store.key("rl", "ozon:2")
+
+    assert await store.redis.llen(key) == 4
+    assert 0 < await store.redis.pttl(key) <= 1500
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 400), st.integers(1, 3)), min_size=1, max_size=60
+    )
+)
+@hypothesis_settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_window_never_exceeds_limit_in_any_window(
+    settings: Settings, steps: list[tuple[int, int]]
+) -> None:
+    """Whatever the arrival times and costs, no window of `period` holds more than `limit`."""
+    rule = Rule.window(limit=5, period=1.0)
+
+    async def run() -> list[float]:
+        store = get_store(settings)
+        clock = await ServerClock(store).install()
+        limiter = RateLimiter(store, settings)
+        name = f"ozon:{uuid.uuid4().hex}"
+        spent: list[float] = []
+        try:
+            for gap_ms, cost in steps:
+                await clock.advance(gap_ms / 1000)
+                if (await limiter.try_acquire([Bucket(name, rule, cost)])).granted:
+                    spent += [clock.monotonic()] * cost
+            return spent
+        finally:
+            await store.redis.delete(store.key("rl", name), clock.key)
+            await store.aclose()
+
+    spent = asyncio.run(run())
+
+    for start in spent:
+        assert sum(start <= t < start + rule.period for t in spent) <= rule.limit
+
+
+# -- several buckets ----------------------------------------------------------
+
+
+async def test_all_buckets_or_none(limiter: RateLimiter) -> None:
+    """When one bucket refuses, the others are not charged."""
+    account = Bucket("acct:6", Rule.gcra(limit=10, period=1.0, burst=2))
+    exit_ip = Bucket("ip:proxy-1", Rule.window(limit=1, period=1.0))
+    assert (await limiter.try_acquire([exit_ip])).granted
+
+    for _ in range(5):
+        refused = await limiter.try_acquire([account, exit_ip])
+        assert not refused.granted
+        assert refused.bucket == "ip:proxy-1"
+
+    assert await _grants(limiter, [account], 5) == 2
+
+
+async def test_wait_is_the_longest_refusal(
+    limiter: RateLimiter, clock: ServerClock
+) -> None:
+    """With two buckets refusing, the wait and the name are the longer one's."""
+    short = Bucket("acct:7", Rule.gcra(limit=10, period=1.0, burst=1))
+    long = Bucket("ozon:7", Rule.window(limit=1, period=2.0))
+    assert (await limiter.try_acquire([short, long])).granted
+
+    refused = await limiter.try_acquire([short, long])
+
+    assert (refused.bucket, refused.wait) == ("ozon:7", pytest.approx(2.0, abs=1e-6))
+
+
+async def test_repeated_bucket_is_charged_for_each(limiter: RateLimiter) -> None:
+    """A bucket named twice in one request counts twice."""
+    bucket = Bucket("acct:8", Rule.gcra(limit=10, period=1.0, burst=3))
+
+    assert (await limiter.try_acquire([bucket, bucket])).granted
+    assert await _grants(limiter, [bucket], 5) == 1
+
+
+# -- what the marketplace says -------------------------------------------------
+
+
+async def test_cool_down_blocks_every_worker(
+    limiter: RateLimiter,
+    clock: ServerClock,
+    store: StateStore,
+    settings: Settings,
+) -> None:
+    """A cool-down stops the bucket for every limiter, and a shorter one keeps it."""
+    bucket = Bucket("acct:9", Rule.gcra(limit=100, period=1.0, burst=50))
+    other_worker = RateLimiter(store, settings)
+
+    await limiter.cool_down(bucket, 5.0)
+    await limiter.cool_down(bucket, 1.0)
+    refused = await other_worker.try_acquire([bucket])
+
+    assert not refused.granted
+    assert refused.wait == pytest.approx(5.0, abs=1e-6)
+    await clock.advance(5.0)
+    assert await _grants(other_worker, [bucket], 60) == 50
+
+
+@pytest.mark.parametrize(
+    "rule", [Rule.gcra(limit=10, period=1.0, burst=5), Rule.window(5, 1.0)]
+)
+async def test_sync_remaining_tightens_only(
+    limiter: RateLimiter, rule: Rule
+) -> None:
+    """The marketplace's remaining count caps what goes now, but never raises it."""
+    bucket = Bucket(f"acct:{rule.kind}", rule)
+
+    await limiter.sync_remaining(bucket, 2)
+    assert await _grants(limiter, [bucket], 5) == 2
+    await limiter.sync_remaining(bucket, 50)
+    assert await _grants(limiter, [bucket], 5) == 0
+
+
+@pytest.mark.parametrize(
+    "rule", [Rule.gcra(limit=10, period=1.0, burst=10), Rule.window(10, 1.0)]
+)
+async def test_charge_consumes(limiter: RateLimiter, rule: Rule) -> None:
+    """Charging 9 after a request leaves a 10-request bucket empty."""
+    bucket = Bucket(f"wb:{rule.kind}", rule)
+
+    assert (await limiter.try_acquire([bucket])).granted
+    await limiter.charge(bucket, 9)
+
+    assert await _grants(limiter, [bucket], 3) == 0
+
+
+# -- acquire -------------------------------------------------------------------
+
+
+async def test_acquire_waits_then_takes(
+    limiter: RateLimiter, clock: ServerClock
+) -> None:
+    """A short wait is slept (plus a little jitter) and the bucket taken."""
+    bucket = Bucket("acct:10", Rule.gcra(limit=2, period=1.0, burst=1))
+    await limiter.acquire([bucket], max_wait=0)
+
+    await limiter.acquire([bucket], max_wait=2.0)
+
+    assert len(clock.sleeps) == 1
+    assert 0.5 <= clock.sleeps[0] <= 0.55
+    assert await limiter.peek(bucket) > 0
+
+
+async def test_acquire_raises_when_the_wait_is_too_long(
+    limiter: RateLimiter, clock: ServerClock
+) -> None:
+    """A wait longer than max_wait raises at once, with retry_after and the bucket."""
+    bucket = Bucket("acct:11", Rule.gcra(limit=1, period=30.0, burst=1))
+    await limiter.acquire([bucket], max_wait=0)
+
+    with pytest.raises(RateLimitedError) as caught:
+        await limiter.acquire([bucket], max_wait=5.0)
+
+    assert caught.value.retry_after == pytest.approx(30.0, abs=1e-6)
+    assert caught.value.bucket == "acct:11"
+    assert clock.sleeps == []
+
+
+async def test_acquire_counts_time_already_waited(
+    limiter: RateLimiter, clock: ServerClock
+) -> None:
+    """Each wait fits alone, but not what is left of max_wait after the first."""
+    bucket = Bucket("acct:12", Rule.gcra(limit=1, period=1.0, burst=1))
+    cooling = Bucket("acct:12", bucket.rule)
+    await limiter.acquire([bucket], max_wait=0)
+
+    async def cool_again(seconds: float) -> None:
+        await clock.sleep(seconds)
+        await limiter.cool_down(cooling, 0.9)
+
+    limiter._sleep = cool_again
+    with pytest.raises(RateLimitedError):
+        await limiter.acquire([bucket], max_wait=1.5)
+
+    assert len(clock.sleeps) == 1
+
+
+# -- the real server clock and failures ----------------------------------------
+
+
+async def test_production_scripts_use_the_server_clock(
+    store: StateStore, settings: Settings
+) -> None:
+    """Without a test clock, grants carry Redis's own time and waits are sane."""
+    limiter = RateLimiter(store, settings)
+    bucket = Bucket("acct:13", Rule.gcra(limit=10, period=10.0, burst=3))
+
+    decisions = [await limiter.try_acquire([bucket]) for _ in range(4)]
+    seconds, micros = await store.redis.time()
+
+    assert [d.granted for d in decisions] == [True, True, True, False]
+    assert 0.9 < decisions[3].wait <= 1.0
+    assert 0 <= seconds + micros / 1e6 - decisions[0].server_time < 5
+
+
+async def test_unreachable_store_grants_nothing() -> None:
+    """With Redis down, try_acquire raises StateStoreUnavailableError."""
+    settings = load_settings(redis_url="redis://127.0.0.1:1/0")
+    dead = get_store(settings)
+    limiter = RateLimiter(dead, settings)
+
+    with pytest.raises(StateStoreUnavailableError):
+        await limiter.try_acquire([Bucket("acct:14", Rule.gcra(1, 1.0))])
+    with pytest.raises(StateStoreUnavailableError):
+        await limiter.acquire([Bucket("acct:14", Rule.gcra(1, 1.0))], max_wait=1)
+    await dead.aclose()
+
+
+def test_impossible_rules_are_refused() -> None:
+    """A rule with no limit, period or burst is a programming error."""
+    for args in [(0, 1.0, 1), (1, 0.0, 1), (1, 1.0, 0)]:
+        with pytest.raises(ValueError):
+            Rule.gcra(*args)
+
+
+# -- the Lua against its Python reference --------------------------------------
+
+rules = st.one_of(
+    st.builds(
+        lambda limit, interval, burst: Rule.gcra(limit, limit * interval, burst),
+        st.integers(1, 20),
+        st.integers(1, 500),
+        st.integers(1, 6),
+    ),
+    st.builds(Rule.window, st.integers(1, 8), st.integers(1, 2000).map(float)),
+)
+
+
+@given(
+    first=rules,
+    second=rules,
+    steps=st.lists(
+        st.tuples(st.integers(0, 600), st.integers(1, 4), st.sampled_from("ab*")),
+        min_size=1,
+        max_size=40,
+    ),
+)
+@hypothesis_settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_lua_matches_python_reference(
+    settings: Settings, first: Rule, second: Rule, steps: list[tuple[int, int, str]]
+) -> None:
+    """On whole-millisecond times, the script decides exactly as gcra_step/window_step."""
+    # Rules in milliseconds for the reference; the limiter's are in seconds.
+    model_rules = [first.scaled(1000), second.scaled(1000)]
+    now = EPOCH_MS
+    states: list[object] = [0.0 if r.kind == "gcra" else [] for r in model_rules]
+    expected: list[tuple[bool, float]] = []
+    for gap, cost, which in steps:
+        now += gap
+        picked = [0, 1] if which == "*" else [0 if which == "a" else 1]
+        outcomes = []
+        for index in picked:
+            rule, state = model_rules[index], states[index]
+            if rule.kind == "gcra":
+                assert isinstance(state, float)
+                outcomes.append(gcra_step(state, now, rule, cost))
+            else:
+                assert isinstance(state, list)
+                outcomes.append(window_step(state, now, rule, cost))  # type: ignore[arg-type]
+        granted = all(ok for ok, _, _ in outcomes)
+        if granted:
+            for index, (_, state, _) in zip(picked, outcomes, strict=True):
+                states[index] = state
+        expected.append((granted, max(wait for _, _, wait in outcomes) / 1000))
+
+    async def run() -> list[tuple[bool, float]]:
+        store = get_store(settings)
+        clock = await ServerClock(store).install()
+        limiter = RateLimiter(store, settings)
+        names = [f"a:{uuid.uuid4().hex}", f"b:{uuid.uuid4().hex}"]
+        buckets = [Bucket(names[0], first), Bucket(names[1], second)]
+        seen = []
+        try:
+            for gap, cost, which in steps:
+                await clock.advance(gap / 1000)
+                picked = buckets if which == "*" else [buckets["ab".index(which)]]
+                asked = [Bucket(b.name, b.rule, cost) for b in picked]
+                decision = await limiter.try_acquire(asked)
+                seen.append((decision.granted, decision.wait))
+            return seen
+        finally:
+            await store.redis.delete(*(store.key("rl", n) for n in names), clock.key)
+            await store.aclose()
+
+    seen = asyncio.run(run())
+
+    assert [granted for granted, _ in seen] == [granted for granted, _ in expected]
+    for (_, got), (_, want) in zip(seen, expected, strict=True):
+        assert got == pytest.approx(want, abs=2e-6)
+
+
+# -- properties of the reference arithmetic ------------------------------------
+
+gcra_rules = st.builds(
+    Rule.gcra,
+    st.integers(1, 100),
+    st.floats(min_value=0.01, max_value=100),
+    st.integers(1, 20),
+)
+times = st.lists(st.floats(min_value=0, max_value=50), min_size=1, max_size=200)
+
+
+@given(rule=gcra_rules, tat=st.floats(min_value=0, max_value=100))
+def test_gcra_never_more_than_burst_at_once(rule: Rule, tat: float) -> None:
+    """At one instant, no state lets more than `burst` requests through."""
+    now, granted = 50.0, 0
+    for _ in range(rule.burst + 3):
+        ok, tat, _ = gcra_step(tat, now, rule)
+        granted += ok
+
+    assert granted <= rule.burst
+
+
+@given(rule=gcra_rules, tat=st.floats(min_value=0, max_value=100))
+def test_gcra_wait_makes_the_next_call_pass(rule: Rule, tat: float) -> None:
+    """Coming back after the returned wait is granted."""
+    now = 50.0
+    ok, _, wait = gcra_step(tat, now, rule)
+
+    if not ok:
+        assert wait > 0
+        assert gcra_step(tat, now + wait * (1 + 1e-12), rule)[0]
+
+
+@given(rule=gcra_rules, arrivals=times)
+def test_gcra_long_run_rate(rule: Rule, arrivals: list[float]) -> None:
+    """Any span of w seconds holds at most burst + w / interval grants."""
+    tat, granted = 0.0, []
+    for now in sorted(arrivals):
+        ok, tat, _ = gcra_step(tat, now, rule)
+        if ok:
+            granted.append(now)
+
+    for i, start in enumerate(granted):
+        for j in range(i, len(granted)):
+            span = granted[j] - start
+            assert j - i + 1 <= rule.burst + span / rule.interval + 1e-6
+
+
+@given(
+    limit=st.integers(1, 10),
+    period=st.floats(min_value=0.01, max_value=10),
+    arrivals=times,
+)
+def test_window_reference_properties(
+    limit: int, period: float, arrivals: list[float]
+) -> None:
+    """The window reference caps every window and its wait lets the next one pass."""
+    rule = Rule.window(limit, period)
+    log: list[float] = []
+    granted: list[float] = []
+    for now in sorted(arrivals):
+        ok, log, wait = window_step(log, now, rule)
+        if ok:
+            granted.append(now)
+        else:
+            assert window_step(log, now + wait, rule)[0]
+        assert len(log) <= limit
+
+    for start in granted:
+        assert sum(start <= t < start + period for t in granted) <= limit
+
+
+# -- four processes, one bucket ------------------------------------------------
+
+HAMMER = """
+import asyncio, json, sys, time
+from mpshield.protection.limiter import Bucket, RateLimiter, Rule
+from mpshield.settings import load_settings
+from mpshield.state.store import get_store
+
+url, prefix, name, kind, limit, period, burst, seconds = sys.argv[1:]
+rule = Rule(kind, int(limit), float(period), int(burst))
+
+async def main():
+    settings = load_settings(redis_url=url, key_prefix=prefix)
+    store = get_store(settings)
+    limiter = RateLimiter(store, settings)
+    await store.ping()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    deadline = time.monotonic() + float(seconds)
+    grants = []
+    while time.monotonic() < deadline:
+        decision = await limiter.try_acquire([Bucket(name, rule)])
+        if decision.granted:
+            grants.append(decision.server_time)
+        else:
+            await asyncio.sleep(min(decision.wait, deadline - time.monotonic()))
+    await store.aclose()
+    print(json.dumps(grants), flush=True)
+
+asyncio.run(main())
+"""
+
+
+def _hammer(settings: Settings, rule: Rule, seconds: float, workers: int) -> list[float]:
+    """Run ``workers`` processes against one bucket; the grant times, sorted."""
+    url = resolve_redis_url(settings)
+    name = f"shared:{uuid.uuid4().hex}"
+    argv = [str(x) for x in (url, settings.key_prefix, name, rule.kind)]
+    argv += [str(rule.limit), repr(rule.period), str(rule.burst), repr(seconds)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parent,
+        )
+        for _ in range(workers)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        grants: list[float] = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=30)
+            assert proc.returncode == 0
+            grants += json.loads(out)
+        return sorted(grants)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.slow
+async def test_four_processes_share_a_gcra_bucket(
+    store: StateStore, settings: Settings
+) -> None:
+    """Four processes together never beat the token bucket, and use at least 97 % of it."""
+    rule = Rule.gcra(limit=50, period=1.0, burst=5)
+
+    grants = await asyncio.to_thread(_hammer, settings, rule, 1.5, 4)
+
+    for i, start in enumerate(grants):
+        for j in range(i, len(grants)):
+            span = grants[j] - start
+            assert j - i + 1 <= rule.burst + span / rule.interval + 0.01
+    most = rule.burst + (grants[-1] - grants[0]) / rule.interval
+    assert len(grants) >= 0.97 * most
+
+
+@pytest.mark.slow
+async def test_four_processes_share_a_window_bucket(
+    store: StateStore, settings: Settings
+) -> None:
+    """Four processes together never put more than `limit` in a window, and fill them."""
+    rule = Rule.window(limit=25, period=0.4)
+
+    grants = await asyncio.to_thread(_hammer, settings, rule, 1.5, 4)
+
+    for start in grants:
+        assert sum(start <= t < start + rule.period for t in grants) <= rule.limit
+    windows = int((grants[-1] - grants[0]) // rule.period) + 1
+    assert len(grants) >= 0.97 * rule.limit * windows
