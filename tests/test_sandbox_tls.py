@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -317,6 +318,11 @@ def test_certificates_chain_to_the_ca(tmp_path: Path) -> None:
 # -- live: the session's sandbox -------------------------------------------
 
 
+def ca_path(sandbox: SandboxThread) -> Any:
+    """The CA file for curl_cffi's ``verify``, which takes a path though typed bool."""
+    return str(sandbox.ca_file)
+
+
 def wb_token(sandbox: SandboxThread) -> str:
     sid = sandbox.call(lambda: sandbox.world.wb_create_seller(orders=2))
     return sandbox.call(lambda: sandbox.world.wb_issue_token(sid))
@@ -333,14 +339,14 @@ def test_ca_file_verifies_the_servers(sandbox: SandboxThread) -> None:
         f"{sandbox.wb_url}/api/v3/orders/new",
         headers={"Authorization": token},
         impersonate="chrome",
-        verify=str(sandbox.ca_file),
+        verify=ca_path(sandbox),
         timeout=10,
     )
     assert answer.status_code == 200
     assert "orders" in answer.json()
     for url in (sandbox.ozon_url, sandbox.storefront_url, sandbox.admin_url):
         # Any HTTP status proves the handshake was verified.
-        reply = curl.get(url, impersonate="chrome", verify=str(sandbox.ca_file))
+        reply = curl.get(url, impersonate="chrome", verify=ca_path(sandbox))
         assert reply.status_code >= 200
 
     with pytest.raises(curl_errors.RequestException):
@@ -363,8 +369,8 @@ def test_gate_admits_browsers_and_refuses_python(sandbox: SandboxThread) -> None
         answer = curl.get(
             url,
             headers=headers,
-            impersonate=browser,  # type: ignore[arg-type]
-            verify=str(sandbox.ca_file),
+            impersonate=browser,
+            verify=ca_path(sandbox),
             interface=addresses[browser],
             timeout=10,
         )
@@ -436,7 +442,7 @@ async def capture_hello(impersonate: str) -> bytes:
 
     try:
         reading = asyncio.create_task(accept_one())
-        async with AsyncSession(impersonate=impersonate) as session:  # type: ignore[arg-type]
+        async with AsyncSession(impersonate=impersonate) as session:
             with pytest.raises(curl_errors.RequestException):
                 await session.get(f"https://127.0.0.1:{port}/", timeout=5)
         return await asyncio.wait_for(reading, 5)
@@ -461,7 +467,7 @@ def test_one_client_shows_one_fingerprint_in_the_log(sandbox: SandboxThread) -> 
     """Two fresh Chrome connections from one address are one log entry with 2 hits."""
     address = "127.0.0.106"
     for _ in range(2):
-        with curl.Session(impersonate="chrome", verify=str(sandbox.ca_file)) as s:
+        with curl.Session(impersonate="chrome", verify=ca_path(sandbox)) as s:
             reply = s.get(
                 f"{sandbox.storefront_url}/cards/v4/detail",
                 params={"nm": "5"},
@@ -504,7 +510,7 @@ def browser_gets_orders(sandbox: SandboxThread) -> int:
         f"{sandbox.wb_url}/api/v3/orders/new",
         headers={"Authorization": wb_token(sandbox)},
         impersonate="chrome",
-        verify=str(sandbox.ca_file),
+        verify=ca_path(sandbox),
         timeout=10,
     ).status_code
 

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mpshield.db.models import Proxy
 from mpshield.exceptions import ConfigurationError, NoProxyAvailableError
-from mpshield.redaction import get_logger, mask_url, register_secret
+from mpshield.redaction import MASK, get_logger, mask_url, register_secret
 from mpshield.settings import Settings
 from mpshield.state.store import StateStore, translate_redis_errors
 
@@ -57,17 +57,24 @@ class ProxyInfo:
         try:
             parts = urlsplit(self.url)
             parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as exc:
+        except ValueError:
+            # Not chained: the parser's message may quote part of the password.
             raise ConfigurationError(
-                f"proxy {self.label or self.id}: bad URL {mask_url(self.url)!r}"
-            ) from exc
+                f"proxy {self.label or self.id}: bad URL {_mask_unparsed(self.url)!r}"
+            ) from None
+        # A path, query or fragment is most likely a password with an
+        # unescaped "/", "?" or "#" that moved the rest of the URL out of the
+        # host part.
         if (
             parts.scheme not in {"http", "https", "socks5", "socks5h"}
             or not parts.hostname
+            or parts.path not in {"", "/"}
+            or parts.query
+            or parts.fragment
         ):
             raise ConfigurationError(
                 f"proxy {self.label or self.id}: expected scheme://host:port, "
-                f"got {mask_url(self.url)!r}"
+                f"got {_mask_unparsed(self.url)!r}"
             )
         register_secret(parts.password)
 
@@ -83,6 +90,21 @@ class ProxyInfo:
     @property
     def exit_id(self) -> str:
         return f"proxy-{self.id}"
+
+
+def _mask_unparsed(url: str) -> str:
+    """``url`` with everything before its last ``@`` hidden, for error messages.
+
+    A URL that fails to parse (a password with an unescaped ``/``, ``#`` or
+    ``?``, a missing scheme) defeats :func:`mask_url`, so this works on the
+    raw text instead.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" in rest:
+        rest = MASK + "@" + rest.rpartition("@")[2]
+    return f"{scheme}{sep}{rest}"
 
 
 @dataclass

@@ -112,6 +112,11 @@ class ForwardProxy:
             ValueError,
         ) as exc:
             logger.debug("proxy %s: %s", self.index, exc)
+        except asyncio.CancelledError:
+            # Only stop() cancels a handler. The stream server of Python 3.11
+            # logs a cancelled handler task as an unhandled error, so the
+            # handler ends normally instead.
+            pass
         finally:
             self._tasks.discard(task)
             writer.close()

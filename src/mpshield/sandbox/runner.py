@@ -99,6 +99,14 @@ class Sandbox:
         await self.stop()
 
     async def start(self) -> None:
+        """Start everything; on failure, stop what had started and re-raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         config = self.config
         home = config.home
         if home is None:
@@ -198,14 +206,24 @@ class SandboxThread:
         )
 
     def start(self) -> Self:
-        """Start the sandbox and return once it accepts connections."""
+        """Start the sandbox and return once it accepts connections.
+
+        A sandbox that fails to start is stopped again (its loop, its thread
+        and whatever it had bound) before the error propagates.
+        """
         self._thread.start()
-        self._run(self.sandbox.start())
+        try:
+            self._run(self.sandbox.start())
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
         """Stop the sandbox and its loop; safe to call twice."""
         if not self._thread.is_alive():
+            if not self._loop.is_closed():
+                self._loop.close()  # never started
             return
         try:
             self._run(self.sandbox.stop())

@@ -127,10 +127,15 @@ class TlsSite:
     async def start(self) -> None:
         await self._runner.setup()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self._host, self._port))
-        listener.listen(512)
-        listener.setblocking(False)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self._host, self._port))
+            listener.listen(512)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            await self._runner.cleanup()
+            raise
         self._port = listener.getsockname()[1]
         self._listener = listener
         self._accepting = asyncio.create_task(self._accept_loop())
