@@ -15,7 +15,20 @@ local n = (#KEYS - 1) / 2
 local sticky = redis.call('GET', KEYS[1])
 
 local chosen, best_count, earliest = nil, nil, nil
-for step = 0, n - 1 do
+
+-- The common case: the sticky proxy is healthy, and nothing else need be read.
+if sticky and sticky ~= avoid then
+  for i = 1, n do
+    if ARGV[5 + i] == sticky then
+      if tonumber(redis.call('GET', KEYS[2 * i]) or '0') <= now then
+        chosen = i
+      end
+      break
+    end
+  end
+end
+
+for step = 0, (chosen and -1 or n - 1) do
   local i = ((offset + step) % n) + 1
   local q_key, leases_key = KEYS[2 * i], KEYS[2 * i + 1]
   local id = ARGV[5 + i]
