@@ -7,12 +7,11 @@ second, or from ``force_open`` with an opening time in the past.
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import time
 
 import pytest
 
+from _workers import run_workers
 from mpshield.protection.breaker import CircuitBreaker, CircuitState, Permit
 from mpshield.settings import Settings
 from mpshield.state.store import StateStore
@@ -180,18 +179,21 @@ class TestOpen:
     async def test_open_period_elapses_on_the_server_clock(
         self, store: StateStore, settings: Settings
     ) -> None:
-        """After ``breaker_open_seconds`` the next caller gets the probe."""
-        breaker = _breaker(store, settings, breaker_open_seconds=1.0)
+        """After ``breaker_open_seconds`` exactly one caller gets the probe."""
+        breaker = _breaker(store, settings, breaker_open_seconds=0.5)
         await _fail(breaker, 10, None)
         refused = await breaker.before_request(SHOP)
 
-        await asyncio.sleep(1.1)
+        await asyncio.sleep(0.6)
         probe = await breaker.before_request(SHOP)
+        second = await breaker.before_request(SHOP)
 
         assert not refused.allowed
+        assert refused.retry_after is not None and 0 < refused.retry_after <= 0.5
         assert probe.allowed
         assert probe.state is CircuitState.HALF_OPEN
         assert probe.probe_token
+        assert not second.allowed and second.probe_token is None
 
 
 class TestHalfOpen:
@@ -421,72 +423,18 @@ class TestByHand:
         assert probe.allowed and probe.probe_token
 
 
-_PROBE_WORKER = """
-import asyncio, json, sys
-import redis.asyncio as aioredis
-from mpshield.protection.breaker import CircuitBreaker
-from mpshield.settings import load_settings
-from mpshield.state.store import StateStore
-
-url, prefix, shop_id, callers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-
-async def main():
-    store = StateStore(aioredis.Redis.from_url(url, max_connections=callers), prefix, url)
-    breaker = CircuitBreaker(store, load_settings(redis_url=url, key_prefix=prefix))
-    # Open every connection before the start so that the calls race each other,
-    # not the connection setup.
-    await asyncio.gather(*(store.redis.ping() for _ in range(callers)))
-    print("ready", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    permits = await asyncio.gather(*(breaker.before_request(shop_id) for _ in range(callers)))
-    print(json.dumps([[p.allowed, p.probe_token] for p in permits]), flush=True)
-    await store.aclose()
-
-asyncio.run(main())
-"""
-
-
 @pytest.mark.slow
 async def test_one_probe_among_twenty_callers_in_four_processes(
     store: StateStore, settings: Settings
 ) -> None:
-    """Four processes with five callers each race for the probe; exactly one gets it."""
+    """Four processes with five concurrent callers each race for the probe; one wins."""
     breaker = CircuitBreaker(store, settings)
     await _open_in_the_past(breaker, HOUR + 1)
-    workers = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            _PROBE_WORKER,
-            store.url,
-            settings.key_prefix,
-            str(SHOP),
-            "5",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for _ in range(4)
-    ]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            line = await asyncio.wait_for(worker.stdout.readline(), 60)
-            assert line.strip() == b"ready"
 
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write(b"go\n")
-            await worker.stdin.drain()
-        outputs = [
-            await asyncio.wait_for(worker.communicate(), 60) for worker in workers
-        ]
-    finally:
-        for worker in workers:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
+    results = await run_workers(store, "probe", [str(SHOP), "5"], count=4)
 
-    permits = [permit for out, _ in outputs for permit in json.loads(out)]
+    permits = [permit for result in results for permit in result]
     assert len(permits) == 20
-    assert sum(1 for allowed, _ in permits if allowed) == 1
     assert sum(1 for _, token in permits if token) == 1
+    assert sum(1 for allowed, _ in permits if allowed) == 1
+    assert await breaker.state(SHOP) is CircuitState.HALF_OPEN

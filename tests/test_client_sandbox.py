@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 from mpshield import (
     MarketplaceClient,
     MarketplaceError,
+    NoProxyAvailableError,
     RateLimitedError,
     ShopDisabledError,
 )
@@ -374,3 +376,45 @@ async def test_account_429_cools_the_bucket_not_the_proxy(
 def ca_path(ca_file: Path) -> Any:
     """The CA file for curl_cffi's ``verify``, which takes a path though typed bool."""
     return str(ca_file)
+
+
+async def test_authenticated_proxies_keep_their_password_secret(
+    settings: Settings,
+    store: StateStore,
+    db: DbSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through basic-auth proxies the client succeeds, and the password is never logged."""
+    caplog.set_level(logging.DEBUG, logger="mpshield")
+    password = "proxy-secret-7f3a"
+    config = SandboxConfig(
+        proxies=2, proxy_auth=("mps", password), gate_seller_apis=True, time_scale=0.1
+    )
+    async with Sandbox(config) as running:
+        s = sandbox_settings(settings, running.env())
+        assert all(password in url for url in s.proxies)
+        sid = running.world.wb_create_seller(orders=2)
+        shop_id = await add_wb_shop(db, running.world.wb_issue_token(sid))
+        texts: list[str] = []
+
+        async with MarketplaceClient(db, shop_id=shop_id, settings=s) as client:
+            assert (await client.get("/api/v3/orders/new")).status == 200
+            texts.append(repr(client))
+        # Every exit now fails on a new connection: the shop runs out of proxies.
+        for proxy in running.proxy_pool.proxies:
+            proxy.mode = "502"
+        async with MarketplaceClient(
+            db, shop_id=shop_id, settings=s, sleep=RecordingSleep()
+        ) as client:
+            with pytest.raises(NoProxyAvailableError) as caught:
+                await client.get("/api/v3/orders/new")
+        texts += [str(caught.value), repr(caught.value)]
+        provider = await ProxyProvider.from_db(db, store, s)
+        texts += [repr(entry) for entry in await provider.health("wb")]
+        stats = running.proxy_pool.stats()
+
+    assert [p["auth_failures"] for p in stats] == [0, 0]
+    assert seller_requests(running.world, sid) == 1
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("quarantined" in line for line in logged)
+    assert not any(password in text for text in logged + texts)

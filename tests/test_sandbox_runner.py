@@ -254,3 +254,39 @@ def test_sandbox_command_prints_env_and_stops_on_sigint() -> None:
     assert "Traceback" not in err
     assert "ERROR" not in err
     assert not ca_file.exists()  # the temporary home went with it
+
+
+def test_sandbox_command_reports_a_taken_port() -> None:
+    """A fixed port already in use ends the command with one error line, rc 1."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPSHIELD_")}
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(1)
+        port = squatter.getsockname()[1]
+        done = subprocess.run(
+            [str(MPSHIELD), "sandbox", "--port-base", str(port)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: the sandbox could not start:")
+    assert "Traceback" not in done.stderr
+
+
+async def test_proxy_password_stays_out_of_reprs() -> None:
+    """The proxies' basic-auth password shows in no repr, only in the URLs handed out."""
+    config = SandboxConfig(proxies=2, proxy_auth=("user", "pool-secret-9"))
+    async with Sandbox(config) as running:
+        texts = [
+            repr(config),
+            repr(running.proxy_pool),
+            str(running.proxy_pool.stats()),
+        ]
+        assert all(
+            url.startswith("http://user:pool-secret-9@") for url in running.proxy_urls
+        )
+
+    assert not any("pool-secret-9" in text for text in texts)

@@ -40,12 +40,15 @@ def redact(text: str) -> str:
 
 def mask_url(url: str) -> str:
     """Hide the password of a URL such as ``http://user:pass@host:port``."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
     if parts.password is None:
         return url
-    netloc = f"{parts.username or ''}:{MASK}@{parts.hostname or ''}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
+    # Keep the port as written: it may not be a number, and this must not fail.
+    host_port = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username or ''}:{MASK}@{host_port}"
     masked = SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment)
     return urlunsplit(masked)
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from typing import Annotated, Self
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from mpshield.exceptions import ConfigurationError
+from mpshield.redaction import mask_url, register_secret
 
 Seconds = Annotated[float, Field(gt=0)]
 Count = Annotated[int, Field(ge=1)]
@@ -98,6 +100,28 @@ class Settings(BaseSettings):
     sync_period_seconds: Seconds = 600.0
     sync_concurrency: Count = 8
 
+    @field_validator("proxies")
+    @classmethod
+    def _check_proxies(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            try:
+                parts = urlsplit(url)
+                port = parts.port
+            except ValueError:
+                port, parts = None, None
+            if (
+                parts is None
+                or parts.scheme not in {"http", "https", "socks5", "socks5h"}
+                or not parts.hostname
+                or port is None
+            ):
+                raise ValueError(
+                    f"{mask_url(url)!r} is not a proxy URL like "
+                    "http://user:password@host:3128"
+                )
+            register_secret(parts.password)
+        return urls
+
     @model_validator(mode="after")
     def _check_ranges(self) -> Self:
         if self.retry_jitter_max_seconds < self.retry_jitter_min_seconds:
@@ -120,11 +144,21 @@ def load_settings(**overrides: object) -> Settings:
     """
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        # Raised before validation when a complex value (a list, a mapping)
+        # is not valid JSON; the message names the field.
+        field = str(exc).split('"')[1] if '"' in str(exc) else "settings"
+        raise ConfigurationError(
+            f"invalid settings: MPSHIELD_{field.upper()}: expected JSON, "
+            "e.g. MPSHIELD_PROXIES='[\"http://user:password@host:3128\"]'"
+        ) from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             path = [str(part) for part in error["loc"]]
-            name = "MPSHIELD_" + "_".join(path).upper() if path else "settings"
+            name = "MPSHIELD_" + path[0].upper() if path else "settings"
+            if len(path) > 1:
+                name += "[" + "].[".join(path[1:]) + "]"
             problems.append(f"{name}: {error['msg']}")
         raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
 

@@ -53,10 +53,15 @@ def sandbox(
         home=home,
         port_base=port_base,
     )
-    running = SandboxThread(config).start()
     stop = threading.Event()
+    # Installed first, so that Ctrl-C during start-up stops cleanly as well.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    try:
+        running = SandboxThread(config).start()
+    except OSError as exc:
+        typer.echo(f"error: the sandbox could not start: {exc}", err=True)
+        raise typer.Exit(1) from None
     try:
         print(f"WB seller API    {running.wb_url}")
         print(f"Ozon seller API  {running.ozon_url}")

@@ -68,7 +68,8 @@ class ForwardProxy:
 
     index: int
     source_address: str
-    auth: tuple[str, str] | None = None
+    # The password stays out of reprs, as every proxy password does.
+    auth: tuple[str, str] | None = field(default=None, repr=False)
     mode: ProxyMode = "ok"
     port: int = 0
     host: str = "127.0.0.1"
@@ -279,7 +280,7 @@ class ProxyPool:
     """``count`` proxies; proxy i leaves from 127.0.0.(10 + i)."""
 
     count: int
-    auth: tuple[str, str] | None = None
+    auth: tuple[str, str] | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
     proxies: list[ForwardProxy] = field(default_factory=list)
 

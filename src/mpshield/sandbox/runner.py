@@ -45,7 +45,7 @@ class SandboxConfig:
     proxies: int = 0
     # The last ``dead_proxies`` proxies start by refusing every connection.
     dead_proxies: int = 0
-    proxy_auth: tuple[str, str] | None = None
+    proxy_auth: tuple[str, str] | None = field(default=None, repr=False)
     time_scale: float = 1.0
     seed: int = 0
     # The fingerprint gate is on for the storefront, as on the real one; the
