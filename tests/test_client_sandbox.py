@@ -229,6 +229,7 @@ async def test_revoked_token_disables_the_shop(
     assert sum(exits.values()) == shared.breaker_failure_threshold
 
     sent = sandbox.call(lambda: seller_requests(sandbox.world, sid))
+    assert sent == shared.breaker_failure_threshold
     with pytest.raises(ShopDisabledError):
         async with MarketplaceClient(db, shop_id=shop_id, settings=shared):
             pass

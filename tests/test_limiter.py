@@ -9,20 +9,17 @@ for a bucket and checks every grant against the rule.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import subprocess
-import sys
 import uuid
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from _workers import run_workers
 from mpshield.exceptions import RateLimitedError, StateStoreUnavailableError
 from mpshield.protection.limiter import (
     Bucket,
@@ -31,9 +28,9 @@ from mpshield.protection.limiter import (
     gcra_step,
     window_step,
 )
-from mpshield.protection.timing import Jitter
+from mpshield.protection.timing import Jitter, RecordingSleep
 from mpshield.settings import Settings, load_settings
-from mpshield.state.store import StateStore, get_store, resolve_redis_url
+from mpshield.state.store import StateStore, get_store
 
 SERVER_TIME = (
     "local t = redis.call('TIME')\n"
@@ -336,20 +333,49 @@ async def test_charge_consumes(limiter: RateLimiter, rule: Rule) -> None:
     assert await _grants(limiter, [bucket], 3) == 0
 
 
+async def test_wb_4xx_costs_ten(limiter: RateLimiter) -> None:
+    """With 20 requests left, two 4XX answers (10 each) leave none for a third."""
+    bucket = Bucket("wb:fbs", Rule.gcra(limit=300, period=60.0, burst=20))
+
+    for _ in range(2):
+        assert (await limiter.try_acquire([bucket])).granted
+        await limiter.charge(bucket, 9)
+    refused = await limiter.try_acquire([bucket])
+
+    assert not refused.granted
+    assert refused.wait == pytest.approx(0.2, abs=1e-6)
+
+
+async def test_one_4xx_leaves_ten_of_twenty(limiter: RateLimiter) -> None:
+    """After one costed 4XX a full bucket of 20 has exactly 10 left."""
+    bucket = Bucket("wb:fbs-2", Rule.gcra(limit=300, period=60.0, burst=20))
+
+    assert (await limiter.try_acquire([bucket])).granted
+    await limiter.charge(bucket, 9)
+
+    assert await _grants(limiter, [bucket], 15) == 10
+
+
 # -- acquire -------------------------------------------------------------------
 
 
 async def test_acquire_waits_then_takes(
     limiter: RateLimiter, clock: ServerClock
 ) -> None:
-    """A short wait is slept (plus a little jitter) and the bucket taken."""
+    """A short wait is slept once (plus a little jitter) and the bucket taken."""
     bucket = Bucket("acct:10", Rule.gcra(limit=2, period=1.0, burst=1))
-    await limiter.acquire([bucket], max_wait=0)
+    recording = RecordingSleep()
 
+    async def sleep(seconds: float) -> None:
+        await recording(seconds)
+        await clock.advance(seconds)
+
+    limiter._sleep = sleep
+    await limiter.acquire([bucket], max_wait=0)
     await limiter.acquire([bucket], max_wait=2.0)
 
-    assert len(clock.sleeps) == 1
-    assert 0.5 <= clock.sleeps[0] <= 0.55
+    assert len(recording.calls) == 1
+    assert 0.5 <= recording.total <= 0.5 + 0.05
     assert await limiter.peek(bucket) > 0
 
 
@@ -415,6 +441,8 @@ async def test_unreachable_store_grants_nothing() -> None:
         await limiter.try_acquire([Bucket("acct:14", Rule.gcra(1, 1.0))])
     with pytest.raises(StateStoreUnavailableError):
         await limiter.acquire([Bucket("acct:14", Rule.gcra(1, 1.0))], max_wait=1)
+    with pytest.raises(StateStoreUnavailableError):
+        await limiter.cool_down(Bucket("acct:14", Rule.gcra(1, 1.0)), 1.0)
     await dead.aclose()
 
 
@@ -525,6 +553,26 @@ def test_lua_matches_python_reference(
         assert got == pytest.approx(want, abs=2e-6)
 
 
+@pytest.mark.parametrize("rule", [Rule.gcra(5, 1.0, 3), Rule.gcra(50, 1.0, 5)])
+async def test_lua_same_instant_bursts_match_reference(
+    limiter: RateLimiter, clock: ServerClock, rule: Rule
+) -> None:
+    """Bursts at one instant, then half an interval on: script and reference agree."""
+    bucket = Bucket(f"acct:burst:{rule.limit}", rule)
+    tat, expected, seen = 0.0, [], []
+    for step in range(6):
+        now = clock.now_ms
+        for _ in range(rule.burst + 2):
+            ok, tat, wait = gcra_step(tat, now, rule.scaled(1000))
+            expected.append((ok, round(wait, 3)))
+            decision = await limiter.try_acquire([bucket])
+            seen.append((decision.granted, round(decision.wait * 1000, 3)))
+        await clock.advance(rule.interval * (step % 3) / 2)
+
+    assert seen == expected
+    assert sum(ok for ok, _ in seen) > rule.burst
+
+
 # -- properties of the reference arithmetic ------------------------------------
 
 gcra_rules = st.builds(
@@ -538,13 +586,15 @@ times = st.lists(st.floats(min_value=0, max_value=50), min_size=1, max_size=200)
 
 @given(rule=gcra_rules, tat=st.floats(min_value=0, max_value=100))
 def test_gcra_never_more_than_burst_at_once(rule: Rule, tat: float) -> None:
-    """At one instant, no state lets more than `burst` requests through."""
-    now, granted = 50.0, 0
+    """At one instant no state lets more than `burst` through, and idle lets exactly that."""
+    now, granted, idle = 50.0, 0, tat <= 50.0
     for _ in range(rule.burst + 3):
         ok, tat, _ = gcra_step(tat, now, rule)
         granted += ok
 
     assert granted <= rule.burst
+    if idle:
+        assert granted == rule.burst
 
 
 @given(rule=gcra_rules, tat=st.floats(min_value=0, max_value=100))
@@ -599,89 +649,16 @@ def test_window_reference_properties(
 
 # -- four processes, shared buckets --------------------------------------------
 
-HAMMER = """
-import asyncio, json, sys, time
-from mpshield.protection.limiter import Bucket, RateLimiter, Rule
-from mpshield.settings import load_settings
-from mpshield.state.store import get_store
 
-url, prefix, seconds, buckets = sys.argv[1], sys.argv[2], float(sys.argv[3]), []
-for spec in sys.argv[4:]:
-    name, kind, limit, period, burst = spec.split("|")
-    buckets.append(Bucket(name, Rule(kind, int(limit), float(period), int(burst))))
-
-async def hammer(limiter, bucket, deadline):
-    grants = []
-    while time.monotonic() < deadline:
-        decision = await limiter.try_acquire([bucket])
-        if decision.granted:
-            grants.append(decision.server_time)
-        else:
-            await asyncio.sleep(min(decision.wait, deadline - time.monotonic()))
-    return grants
-
-async def main():
-    settings = load_settings(redis_url=url, key_prefix=prefix)
-    store = get_store(settings)
-    limiter = RateLimiter(store, settings)
-    await store.ping()
-    print("ready", flush=True)
-    sys.stdin.readline()
-    deadline = time.monotonic() + seconds
-    grants = await asyncio.gather(*(hammer(limiter, b, deadline) for b in buckets))
-    await store.aclose()
-    print(json.dumps(grants), flush=True)
-
-asyncio.run(main())
-"""
+def _most_gcra(grants: list[int], rule: Rule) -> int:
+    """The most grants ``rule`` allows between the first and last of ``grants``."""
+    interval_us = round(rule.interval * 1_000_000)
+    return rule.burst + (grants[-1] - grants[0]) // interval_us
 
 
-def _hammer(
-    settings: Settings, rules: Sequence[Rule], seconds: float, workers: int
-) -> list[list[float]]:
-    """Run ``workers`` processes, each hammering one bucket per rule at once.
-
-    Returns:
-        Per rule, the server times of every grant, sorted.
-    """
-    specs = [
-        f"shared-{index}:{uuid.uuid4().hex}|{rule.kind}|{rule.limit}|"
-        f"{rule.period!r}|{rule.burst}"
-        for index, rule in enumerate(rules)
-    ]
-    command = [sys.executable, "-c", HAMMER, resolve_redis_url(settings)]
-    command += [settings.key_prefix, repr(seconds), *specs]
-    procs = [
-        subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=Path(__file__).parent,
-        )
-        for _ in range(workers)
-    ]
-    try:
-        # Start together: every process connected before any takes a slot.
-        for proc in procs:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready"
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        grants: list[list[float]] = [[] for _ in rules]
-        for proc in procs:
-            out, _ = proc.communicate(timeout=30)
-            assert proc.returncode == 0
-            for index, times in enumerate(json.loads(out)):
-                grants[index] += times
-        return [sorted(times) for times in grants]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+def _most_window(grants: list[int], rule: Rule) -> int:
+    period_us = round(rule.period * 1_000_000)
+    return rule.limit * ((grants[-1] - grants[0]) // period_us + 1)
 
 
 @pytest.mark.slow
@@ -690,20 +667,26 @@ async def test_four_processes_share_buckets(
 ) -> None:
     """Four processes never beat a GCRA or a window bucket, and use 97 % of each."""
     gcra = Rule.gcra(limit=50, period=1.0, burst=5)
-    window = Rule.window(limit=20, period=0.3)
+    window = Rule.window(limit=20, period=1.0)
+    specs = [
+        f"{name}:{uuid.uuid4().hex}|{rule.kind}|{rule.limit}|{rule.period!r}|{rule.burst}"
+        for name, rule in (("paced", gcra), ("windowed", window))
+    ]
 
-    paced, windowed = await asyncio.to_thread(
-        _hammer, settings, [gcra, window], 1.05, 4
-    )
+    results = await run_workers(store, "hammer", ["1.5", *specs], count=4)
 
+    # Server times in integer microseconds, so the checks below are exact.
+    paced = sorted(t for result in results for t in result[0])
+    windowed = sorted(t for result in results for t in result[1])
+    interval_us = round(gcra.interval * 1_000_000)
     for i, start in enumerate(paced):
         for j in range(i, len(paced)):
-            span = paced[j] - start
-            assert j - i + 1 <= gcra.burst + span / gcra.interval + 0.01
-    most = gcra.burst + (paced[-1] - paced[0]) / gcra.interval
-    assert len(paced) >= 0.97 * most
+            assert (j - i + 1 - gcra.burst) * interval_us <= paced[j] - start
+    assert len(paced) >= 0.97 * _most_gcra(paced, gcra)
 
+    period_us = round(window.period * 1_000_000)
     for start in windowed:
-        assert sum(start <= t < start + window.period for t in windowed) <= 20
-    windows = int((windowed[-1] - windowed[0]) // window.period) + 1
-    assert len(windowed) >= 0.97 * window.limit * windows
+        in_window = sum(start <= t < start + period_us for t in windowed)
+        assert in_window <= window.limit
+    assert len(windowed) >= 0.97 * _most_window(windowed, window)
+    assert {len(result[0]) > 0 for result in results} == {True}

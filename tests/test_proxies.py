@@ -7,6 +7,7 @@ the test's settings.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from sqlalchemy import func, select
@@ -16,7 +17,7 @@ from mpshield.db.engine import get_sessionmaker
 from mpshield.db.models import Proxy
 from mpshield.exceptions import ConfigurationError, NoProxyAvailableError
 from mpshield.protection.proxies import Lease, ProxyInfo, ProxyProvider
-from mpshield.redaction import redact
+from mpshield.redaction import get_logger, redact
 from mpshield.settings import Settings
 from mpshield.state.store import StateStore
 
@@ -340,12 +341,44 @@ class TestSecrets:
 
         assert PASSWORD not in redact(f"dialing with {PASSWORD}1 now")
 
-    def test_bad_url_error_hides_the_password(self) -> None:
+    def test_password_is_masked_in_logs(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Whatever a module logger is given, a loaded proxy's password comes out masked."""
+        proxy = _pool(1)[0]
+
+        with caplog.at_level(logging.INFO, logger="mpshield"):
+            get_logger("mpshield.protection.proxies").info("dialing %s", proxy.url)
+
+        assert len(caplog.records) == 1
+        assert PASSWORD not in caplog.text
+        assert "***" in caplog.text
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            f"ftp://user:{PASSWORD}@127.0.0.1:21",
+            f"http://user:{PASSWORD}@127.0.0.1:99999",
+            f"http://user:{PASSWORD}@127.0.0.1:port",
+            f"http://user:{PASSWORD}@:3128",
+            f"user:{PASSWORD}@127.0.0.1:3128",
+            f"http://user:ab/{PASSWORD}@127.0.0.1:3128",
+            f"http://user:ab#{PASSWORD}@127.0.0.1:3128",
+            f"http://user:ab?{PASSWORD}@127.0.0.1:3128",
+            f"http://user:3128/{PASSWORD}@127.0.0.1:3128",
+        ],
+    )
+    def test_bad_url_error_hides_the_password(self, url: str) -> None:
         """A malformed proxy URL is a ConfigurationError that shows no password."""
         with pytest.raises(ConfigurationError) as caught:
-            ProxyInfo(id=1, url=f"ftp://user:{PASSWORD}9@127.0.0.1:21", label="bad")
+            ProxyInfo(id=1, url=url, label="bad")
 
-        assert PASSWORD not in str(caught.value)
+        error = caught.value
+        chained = [
+            error.__cause__,
+            None if error.__suppress_context__ else error.__context__,
+        ]
+        assert PASSWORD not in str(error)
+        assert str(error).startswith("proxy bad: ")
+        assert all(PASSWORD not in str(link) for link in chained if link)
 
 
 class TestFromDb:
