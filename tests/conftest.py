@@ -28,6 +28,7 @@ from mpshield.db.engine import (
 )
 from mpshield.db.models import Base
 from mpshield.sandbox.runner import SandboxConfig, SandboxThread
+from mpshield.sandbox.testing import running_sandbox, suite_config
 from mpshield.settings import Settings, load_settings
 from mpshield.state.store import StateStore, get_store
 
@@ -133,12 +134,11 @@ async def db(db_ready: Settings) -> AsyncIterator[AsyncSession]:
 @pytest.fixture(scope="session")
 def sandbox_config() -> SandboxConfig:
     """The shared sandbox: 4 proxies, scaled time, the fingerprint gate everywhere."""
-    return SandboxConfig(proxies=4, time_scale=0.01, gate_seller_apis=True, seed=11)
+    return suite_config(seed=11)
 
 
 @pytest.fixture(scope="session")
 def sandbox(sandbox_config: SandboxConfig) -> Iterator[SandboxThread]:
     """One running sandbox for the whole test run, on its own loop thread."""
-    running = SandboxThread(sandbox_config).start()
-    yield running
-    running.stop()
+    with running_sandbox(sandbox_config) as running:
+        yield running

@@ -141,7 +141,25 @@ async def test_authenticated_proxy_tunnels(small: Sandbox) -> None:
     assert answer.status_code == 200
     assert proxy.stats.tunnels == 1
     assert proxy.stats.auth_failures == 0
+    assert proxy.stats.bytes_up > 0 and proxy.stats.bytes_down > 0
     assert small.world.stats()["addresses"]["127.0.0.11"]["2xx"] == 1
+
+
+async def test_localhost_upstream_leaves_from_the_proxy_address(small: Sandbox) -> None:
+    """CONNECT localhost:port tunnels to 127.0.0.1 from the proxy's own address."""
+    sid = small.world.wb_create_seller(orders=1)
+    token = small.world.wb_issue_token(sid)
+    port = small.wb_url.rsplit(":", 1)[1]
+    async with AsyncSession(impersonate="chrome", verify=ca_path(small.ca_file)) as s:
+        answer = await s.get(
+            f"https://localhost:{port}/api/v3/orders/new",
+            headers={"Authorization": token},
+            proxy=small.proxy_urls[1],
+            timeout=10,
+        )
+
+    assert answer.status_code == 200
+    assert small.world.stats()["addresses"]["127.0.0.12"]["2xx"] == 1
 
 
 @pytest.mark.parametrize(
@@ -253,7 +271,7 @@ async def test_hanging_proxy(small: Sandbox, monkeypatch: pytest.MonkeyPatch) ->
 
 
 async def test_plain_http_is_forwarded_from_the_proxy_address(small: Sandbox) -> None:
-    """An absolute-URI request is forwarded from 127.0.0.(10 + i) without proxy headers."""
+    """An absolute-URI request leaves from 127.0.0.(10 + i) without proxy headers."""
     seen: list[tuple[str | None, dict[str, str]]] = []
 
     async def echo(request: web.Request) -> web.Response:

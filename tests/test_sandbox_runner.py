@@ -21,6 +21,12 @@ from curl_cffi.requests import exceptions as curl_errors
 
 from mpshield.exceptions import ConfigurationError
 from mpshield.sandbox.runner import Sandbox, SandboxConfig, SandboxThread
+from mpshield.sandbox.testing import (
+    new_ozon_seller,
+    new_wb_token,
+    running_sandbox,
+    suite_config,
+)
 from mpshield.settings import load_settings
 
 MPSHIELD = Path(sys.executable).with_name("mpshield")
@@ -49,7 +55,7 @@ def storefront_status(
 def test_env_points_at_the_servers(
     sandbox: SandboxThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """env() names every server, the CA, the proxies and the scale; Settings reads it."""
+    """env() names the servers, the CA, the proxies and the scale; Settings reads it."""
     env = sandbox.env()
 
     assert env == {
@@ -137,7 +143,7 @@ def free_port_base(count: int = 4) -> int:
 
 
 def test_thread_start_stop_twice(tmp_path: Path) -> None:
-    """Two sandboxes on the same fixed ports start and stop in turn; stop is idempotent."""
+    """Two sandboxes on one set of fixed ports start and stop in turn; stop twice."""
     base = free_port_base()
     for round_ in range(2):
         home = tmp_path / f"home-{round_}"
@@ -277,7 +283,7 @@ def test_sandbox_command_reports_a_taken_port() -> None:
 
 
 async def test_proxy_password_stays_out_of_reprs() -> None:
-    """The proxies' basic-auth password shows in no repr, only in the URLs handed out."""
+    """The proxies' password shows in no repr, only in the URLs handed out."""
     config = SandboxConfig(proxies=2, proxy_auth=("user", "pool-secret-9"))
     async with Sandbox(config) as running:
         texts = [
@@ -290,3 +296,57 @@ async def test_proxy_password_stays_out_of_reprs() -> None:
         )
 
     assert not any("pool-secret-9" in text for text in texts)
+
+
+def test_admin_stats_merge_fingerprints_and_proxies(sandbox: SandboxThread) -> None:
+    """The admin API's stats carry the fingerprint log and every proxy's counters."""
+    proxy = sandbox.proxy_urls[2]
+    assert storefront_status(sandbox.storefront_url, sandbox.ca_file, proxy) == 200
+
+    answer = curl.get(
+        f"{sandbox.admin_url}/stats",
+        headers={"Authorization": f"Bearer {sandbox.admin_token}"},
+        impersonate="chrome",
+        verify=ca_path(sandbox.ca_file),
+        timeout=10,
+    )
+
+    assert answer.status_code == 200
+    stats = answer.json()
+    described = stats["proxies"]
+    assert [p["source_address"] for p in described] == [
+        f"127.0.0.{10 + index}" for index in range(1, 5)
+    ]
+    assert described[2]["tunnels"] >= 1 and described[2]["bytes_down"] > 0
+    entries = stats["fingerprints"]["127.0.0.13"]
+    assert all(e["browser"] for e in entries)
+    assert sum(e["admitted"] for e in entries) >= 1
+
+
+def test_testing_helpers_make_sellers_on_a_private_sandbox(tmp_path: Path) -> None:
+    """running_sandbox starts the suite's configuration; the helpers add sellers."""
+    config = suite_config(proxies=1, home=tmp_path)
+    assert (config.proxies, config.time_scale, config.gate_seller_apis) == (
+        1,
+        0.01,
+        True,
+    )
+
+    with running_sandbox(config) as running:
+        token = new_wb_token(running, orders=3)
+        client_id, api_key = new_ozon_seller(running, orders=1)
+        answer = curl.get(
+            f"{running.wb_url}/api/v3/orders",
+            params={"limit": 10, "next": 0},
+            headers={"Authorization": token},
+            impersonate="chrome",
+            verify=ca_path(running.ca_file),
+            proxy=running.proxy_urls[0],
+            timeout=10,
+        )
+        ozon_sellers = running.call(lambda: set(running.world.ozon_sellers))
+
+    assert answer.status_code == 200
+    assert answer.json()["orders"]
+    assert client_id in ozon_sellers and api_key
+    assert running.ca_file == tmp_path / "ca.pem"

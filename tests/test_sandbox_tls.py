@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import http.client
 import re
+import shutil
 import socket
 import ssl
 import struct
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -24,10 +27,11 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from curl_cffi import requests as curl
-from curl_cffi.requests import AsyncSession
+from curl_cffi.requests import AsyncSession, BrowserType
 from curl_cffi.requests import exceptions as curl_errors
 
 from mpshield.sandbox.certs import make_certificates
@@ -37,12 +41,18 @@ from mpshield.sandbox.fingerprint import (
     FingerprintLog,
     NotClientHello,
     hello_length,
+    is_browser,
     is_grease,
-    looks_like_browser,
     parse_client_hello,
 )
 from mpshield.sandbox.runner import SandboxThread
-from mpshield.sandbox.server import BLOCKED_PAGE, read_client_hello
+from mpshield.sandbox.server import (
+    BLOCKED_PAGE,
+    TlsSite,
+    fingerprint_gate,
+    read_client_hello,
+)
+from mpshield.sandbox.testing import new_wb_token
 
 JA4_SHAPE = re.compile(r"^t13[di]\d{4}(h2|h1|00)_[0-9a-f]{12}_[0-9a-f]{12}$")
 GREASE = [0x0A0A + 0x1010 * i for i in range(16)]
@@ -200,14 +210,14 @@ def test_ja4_shape_without_sni_alpn_or_extensions() -> None:
 def test_browser_traits() -> None:
     """GREASE or Firefox's two extensions mark a browser; an OpenSSL shape does not."""
     plain = browser_like_hello(grease=False)
-    assert not looks_like_browser(parse_client_hello(plain.records()))
-    assert looks_like_browser(parse_client_hello(browser_like_hello().records()))
+    assert not is_browser(parse_client_hello(plain.records()))
+    assert is_browser(parse_client_hello(browser_like_hello().records()))
     firefox = browser_like_hello(grease=False)
     firefox.extensions += [(0x0022, b"\x00\x02\x04\x03"), (0x001C, b"\x40\x01")]
-    assert looks_like_browser(parse_client_hello(firefox.records()))
+    assert is_browser(parse_client_hello(firefox.records()))
     only_one = browser_like_hello(grease=False)
     only_one.extensions.append((0x001C, b"\x40\x01"))
-    assert not looks_like_browser(parse_client_hello(only_one.records()))
+    assert not is_browser(parse_client_hello(only_one.records()))
 
 
 def test_hello_split_across_two_records_parses() -> None:
@@ -221,7 +231,7 @@ def test_hello_split_across_two_records_parses() -> None:
 
 
 def test_truncated_hello_is_refused() -> None:
-    """Every proper prefix of a hello is incomplete: None or NotClientHello, no fields."""
+    """Every proper prefix of a hello is incomplete: None or NotClientHello."""
     for data in (browser_like_hello().records(), browser_like_hello().records(80)):
         for cut in range(1, len(data)):
             prefix = data[:cut]
@@ -232,7 +242,7 @@ def test_truncated_hello_is_refused() -> None:
 
 
 def test_inner_lengths_that_overrun_are_refused() -> None:
-    """A cipher list or an extension claiming more bytes than the hello holds is refused."""
+    """A cipher list or extension claiming more bytes than the hello has is refused."""
     message = bytearray(browser_like_hello(grease=False).handshake())
     cipher_length_at = 4 + 2 + 32 + 1
     message[cipher_length_at : cipher_length_at + 2] = b"\x7f\xff"
@@ -272,7 +282,7 @@ def test_hello_length_refuses_foreign_bytes_early() -> None:
 
 
 def test_fingerprint_log_counts_per_address() -> None:
-    """The log groups handshakes per source address and forgets old connections."""
+    """The log groups handshakes and verdicts per address; old connections go."""
     log = FingerprintLog(max_connections=2)
     browser = Fingerprint.of(parse_client_hello(browser_like_hello().records()))
     plain = Fingerprint.of(
@@ -282,11 +292,23 @@ def test_fingerprint_log_counts_per_address() -> None:
     log.record(("127.0.0.5", 1000), browser)
     log.record(("127.0.0.5", 1001), browser)
     log.record(("127.0.0.6", 1000), plain)
+    log.verdict(("127.0.0.5", 1001), admitted=True)
+    log.verdict(("127.0.0.6", 1000), admitted=False)
+    log.verdict(("127.0.0.7", 1000), admitted=True)  # never seen: ignored
 
     seen = log.by_address()
     assert seen["127.0.0.5"] == [
-        {"ja3n": browser.ja3n, "ja4": browser.ja4, "browser": True, "connections": 2}
+        {
+            "ja3n": browser.ja3n,
+            "ja4": browser.ja4,
+            "browser": True,
+            "connections": 2,
+            "admitted": 1,
+            "refused": 0,
+        }
     ]
+    assert seen["127.0.0.6"][0]["refused"] == 1
+    assert "127.0.0.7" not in seen
     assert [entry["browser"] for entry in seen["127.0.0.6"]] == [False]
     assert log.non_browser_connections() == 1
     assert log.for_connection(("127.0.0.5", 1000)) is None  # evicted, oldest first
@@ -323,18 +345,13 @@ def ca_path(sandbox: SandboxThread) -> Any:
     return str(sandbox.ca_file)
 
 
-def wb_token(sandbox: SandboxThread) -> str:
-    sid = sandbox.call(lambda: sandbox.world.wb_create_seller(orders=2))
-    return sandbox.call(lambda: sandbox.world.wb_issue_token(sid))
-
-
 def ca_context(sandbox: SandboxThread) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(sandbox.ca_file))
 
 
 def test_ca_file_verifies_the_servers(sandbox: SandboxThread) -> None:
     """With the CA file curl_cffi verifies every sandbox server; without it, refuses."""
-    token = wb_token(sandbox)
+    token = new_wb_token(sandbox)
     answer = curl.get(
         f"{sandbox.wb_url}/api/v3/orders/new",
         headers={"Authorization": token},
@@ -355,7 +372,7 @@ def test_ca_file_verifies_the_servers(sandbox: SandboxThread) -> None:
 
 def test_gate_admits_browsers_and_refuses_python(sandbox: SandboxThread) -> None:
     """curl_cffi's browsers get orders; httpx and Python's ssl get the HTML 403 page."""
-    token = wb_token(sandbox)
+    token = new_wb_token(sandbox)
     url = f"{sandbox.wb_url}/api/v3/orders/new"
     headers = {"Authorization": token}
     addresses = {
@@ -415,7 +432,7 @@ def test_gate_admits_browsers_and_refuses_python(sandbox: SandboxThread) -> None
 
 
 def test_urllib_gets_the_blocked_page(sandbox: SandboxThread) -> None:
-    """urllib, verifying with the CA, is refused by the storefront with the HTML page."""
+    """urllib, verifying with the CA, gets the storefront's HTML 403 page."""
     handler = urllib.request.HTTPSHandler(context=ca_context(sandbox))
     opener = urllib.request.build_opener(handler)
     with pytest.raises(urllib.error.HTTPError) as caught:
@@ -451,7 +468,7 @@ async def capture_hello(impersonate: str) -> bytes:
 
 
 async def test_ja3n_is_stable_across_fresh_chrome_connections() -> None:
-    """Two fresh Chrome handshakes share JA3N and JA4 though Chrome shuffles extensions."""
+    """Two fresh Chrome handshakes share JA3N and JA4 though extensions are shuffled."""
     first, second = [
         Fingerprint.of(parse_client_hello(await capture_hello("chrome")))
         for _ in range(2)
@@ -508,7 +525,7 @@ def raw_exchange(
 def browser_gets_orders(sandbox: SandboxThread) -> int:
     return curl.get(
         f"{sandbox.wb_url}/api/v3/orders/new",
-        headers={"Authorization": wb_token(sandbox)},
+        headers={"Authorization": new_wb_token(sandbox)},
         impersonate="chrome",
         verify=ca_path(sandbox),
         timeout=10,
@@ -528,7 +545,7 @@ def test_plain_http_to_the_tls_port_is_dropped(sandbox: SandboxThread) -> None:
 def test_hello_in_two_records_and_two_writes_is_logged(
     sandbox: SandboxThread,
 ) -> None:
-    """A hello sent as two records in two writes is fingerprinted; junk TLS is dropped."""
+    """A hello in two records and two writes is fingerprinted; junk TLS is dropped."""
     source = "127.0.0.108"
     hello = browser_like_hello()
     data = hello.records(split_at=50)
@@ -556,3 +573,107 @@ async def test_captured_browser_hellos_parse() -> None:
         assert JA4_SHAPE.match(fingerprint.ja4), browser
     assert any(is_grease(c) for c in hellos["chrome"].ciphers)
     assert not any(is_grease(c) for c in hellos["firefox"].ciphers)
+
+
+async def test_every_impersonated_profile_is_a_browser() -> None:
+    """Every profile curl_cffi can impersonate passes the browser test."""
+    refused = []
+    for profile in BrowserType:
+        if not Fingerprint.of(
+            parse_client_hello(await capture_hello(profile.value))
+        ).browser:
+            refused.append(profile.value)
+
+    assert refused == []
+
+
+def test_log_counts_admitted_and_refused_requests(sandbox: SandboxThread) -> None:
+    """Per address the log counts verdicts: Chrome admitted, httpx refused."""
+    url = f"{sandbox.storefront_url}/cards/v4/detail?nm=3"
+    with curl.Session(impersonate="chrome", verify=ca_path(sandbox)) as session:
+        for _ in range(3):
+            assert (
+                session.get(url, interface="127.0.0.109", timeout=10).status_code == 200
+            )
+    transport = httpx.HTTPTransport(
+        verify=ca_context(sandbox), local_address="127.0.0.110"
+    )
+    with httpx.Client(transport=transport) as client:
+        assert [client.get(url).status_code for _ in range(2)] == [403, 403]
+
+    seen = sandbox.fingerprints.by_address()
+    chrome, python = seen["127.0.0.109"], seen["127.0.0.110"]
+    assert [(e["connections"], e["admitted"], e["refused"]) for e in chrome] == [
+        (1, 3, 0)
+    ]
+    assert [(e["connections"], e["admitted"], e["refused"]) for e in python] == [
+        (1, 0, 2)
+    ]
+    assert sandbox.fingerprints.non_browser_connections() >= 1
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl command")
+def test_curl_command_gets_the_blocked_page(sandbox: SandboxThread) -> None:
+    """The plain curl command, verifying with the CA, gets the storefront's 403 page."""
+    done = subprocess.run(
+        [
+            "curl",
+            "--silent",
+            "--max-time",
+            "10",
+            "--noproxy",
+            "*",
+            "--cacert",
+            str(sandbox.ca_file),
+            "--interface",
+            "127.0.0.111",
+            "--write-out",
+            "\\n%{http_code}",
+            f"{sandbox.storefront_url}/cards/v4/detail?nm=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    body, _, status = done.stdout.rpartition("\n")
+
+    assert status == "403"
+    assert body == BLOCKED_PAGE
+    entries = sandbox.fingerprints.by_address()["127.0.0.111"]
+    assert [(e["browser"], e["refused"]) for e in entries] == [(False, 1)]
+
+
+async def read_to_end(reader: asyncio.StreamReader) -> bytes:
+    """All a server sends before it closes; a reset (unread bytes) counts as none."""
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        return b""
+
+
+async def test_site_stops_cleanly_with_clients_mid_hello(tmp_path: Path) -> None:
+    """Stopping a site with a half-sent hello and an idle client leaks no socket."""
+    log = FingerprintLog()
+    app = web.Application(middlewares=[fingerprint_gate(log, enabled=True)])
+    files = make_certificates(tmp_path, ["127.0.0.1"])
+    site = TlsSite(
+        app, host="127.0.0.1", port=0, context=files.server_context(), log=log
+    )
+    await site.start()
+    half = browser_like_hello().records()[:40]
+    clients = [await asyncio.open_connection("127.0.0.1", site.port) for _ in range(2)]
+    clients[0][1].write(half)
+    await clients[0][1].drain()
+    await asyncio.sleep(0.05)
+
+    await site.stop()
+    replies = [await read_to_end(reader) for reader, _ in clients]
+    for _, writer in clients:
+        writer.close()
+        with contextlib.suppress(ConnectionResetError):
+            await writer.wait_closed()
+    gc.collect()  # an unclosed socket would warn here, and warnings are errors
+
+    assert replies == [b"", b""]
+    assert log.by_address() == {}

@@ -226,7 +226,7 @@ class Fingerprint:
             ja3=hashlib.md5(ja3.encode(), usedforsecurity=False).hexdigest(),
             ja3n=hashlib.md5(ja3n.encode(), usedforsecurity=False).hexdigest(),
             ja4=_ja4(hello, ciphers, extensions),
-            browser=looks_like_browser(hello),
+            browser=is_browser(hello),
         )
 
 
@@ -236,7 +236,8 @@ def _ja4(hello: ClientHello, ciphers: list[int], extensions: list[int]) -> str:
     sni = "d" if EXT_SNI in extensions else "i"
     first_alpn = hello.alpn[0] if hello.alpn else ""
     alpn = f"{first_alpn[0]}{first_alpn[-1]}" if first_alpn else "00"
-    part_a = f"t{version}{sni}{min(len(ciphers), 99):02d}{min(len(extensions), 99):02d}{alpn}"
+    counts = f"{min(len(ciphers), 99):02d}{min(len(extensions), 99):02d}"
+    part_a = f"t{version}{sni}{counts}{alpn}"
     part_b = (
         _sha12(",".join(f"{c:04x}" for c in sorted(ciphers))) if ciphers else "0" * 12
     )
@@ -249,13 +250,14 @@ def _ja4(hello: ClientHello, ciphers: list[int], extensions: list[int]) -> str:
     return f"{part_a}_{part_b}_{part_c}"
 
 
-def looks_like_browser(hello: ClientHello) -> bool:
+def is_browser(hello: ClientHello) -> bool:
     """Whether the handshake carries the traits of a current browser.
 
-    Chromium and Safari send GREASE values (RFC 8701) in ciphers and
-    extensions; Firefox sends none but offers delegated credentials and a
-    record size limit. OpenSSL-based clients (Python's ssl, httpx, requests,
-    plain curl) do neither.
+    Chromium (Chrome, Edge) and Safari send GREASE values (RFC 8701) in their
+    ciphers and extensions; Firefox (and Tor Browser, built on it) sends none
+    but offers delegated credentials (34) and a record size limit (28).
+    OpenSSL-based clients (Python's ssl, httpx, requests, the curl command)
+    do neither. Checked against every profile curl_cffi 0.17 impersonates.
     """
     if any(is_grease(v) for v in (*hello.ciphers, *hello.extensions)):
         return True
@@ -269,6 +271,8 @@ class _Seen:
     ja4: str
     browser: bool
     count: int = 0
+    admitted: int = 0
+    refused: int = 0
 
 
 @dataclass
@@ -298,12 +302,30 @@ class FingerprintLog:
         with self._lock:
             return self._by_connection.get(peer)
 
+    def verdict(self, peer: tuple[str, int], *, admitted: bool) -> None:
+        """Count one request on ``peer``'s connection as admitted or refused."""
+        with self._lock:
+            fingerprint = self._by_connection.get(peer)
+            if fingerprint is None:
+                return
+            seen = self._by_address.get(peer[0], {}).get(fingerprint.ja4)
+            if seen is None:
+                return
+            if admitted:
+                seen.admitted += 1
+            else:
+                seen.refused += 1
+
     def forget(self, peer: tuple[str, int]) -> None:
         with self._lock:
             self._by_connection.pop(peer, None)
 
     def by_address(self) -> dict[str, list[dict[str, Any]]]:
-        """Source address -> the fingerprints seen from it, with counts."""
+        """Source address -> the fingerprints seen from it, with counts.
+
+        ``connections`` counts handshakes; ``admitted`` and ``refused`` count
+        the requests a gate let through or answered with its 403 page.
+        """
         with self._lock:
             return {
                 address: [
@@ -312,6 +334,8 @@ class FingerprintLog:
                         "ja4": s.ja4,
                         "browser": s.browser,
                         "connections": s.count,
+                        "admitted": s.admitted,
+                        "refused": s.refused,
                     }
                     for s in seen.values()
                 ]

@@ -14,6 +14,8 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,6 +62,9 @@ class ProxyStats:
     refused: int = 0
     forbidden: int = 0
     auth_failures: int = 0
+    # Payload relayed, client to upstream and back (request heads included).
+    bytes_up: int = 0
+    bytes_down: int = 0
 
 
 @dataclass
@@ -160,12 +165,13 @@ class ForwardProxy:
     def _authorized(self, headers: list[str]) -> bool:
         if self.auth is None:
             return True
-        expected = base64.b64encode(":".join(self.auth).encode()).decode()
+        expected = base64.b64encode(":".join(self.auth).encode())
         for line in headers:
             name, _, value = line.partition(":")
             if name.strip().lower() == "proxy-authorization":
                 scheme, _, token = value.strip().partition(" ")
-                return scheme.lower() == "basic" and token == expected
+                matches = secrets.compare_digest(token.encode("latin-1"), expected)
+                return scheme.lower() == "basic" and matches
         return False
 
     async def _open_upstream(
@@ -177,9 +183,12 @@ class ForwardProxy:
             self.stats.forbidden += 1
             await _reply(writer, "403 Forbidden", str(exc))
             return None
+        # No resolver: "localhost" could come back as ::1, which cannot leave
+        # from the proxy's IPv4 source address.
+        address = "127.0.0.1" if host.lower() == "localhost" else host
         try:
             return await asyncio.open_connection(
-                host, port, local_addr=(self.source_address, 0)
+                address, port, local_addr=(self.source_address, 0)
             )
         except OSError as exc:
             await _reply(writer, "502 Bad Gateway", f"upstream unreachable: {exc}")
@@ -195,7 +204,7 @@ class ForwardProxy:
         self.stats.tunnels += 1
         writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         await writer.drain()
-        await _pipe_both(reader, writer, *upstream)
+        await self._relay(reader, writer, *upstream)
 
     async def _forward(
         self,
@@ -223,8 +232,38 @@ class ForwardProxy:
         head = f"{method} /{path} {version}\r\n" + "".join(
             f"{line}\r\n" for line in [*kept, "Connection: close"]
         )
-        upstream[1].write(head.encode("latin-1") + b"\r\n")
-        await _pipe_both(reader, writer, *upstream)
+        encoded = head.encode("latin-1") + b"\r\n"
+        self.stats.bytes_up += len(encoded)
+        upstream[1].write(encoded)
+        await self._relay(reader, writer, *upstream)
+
+    async def _relay(
+        self,
+        client_reader: asyncio.StreamReader,
+        client_writer: asyncio.StreamWriter,
+        upstream_reader: asyncio.StreamReader,
+        upstream_writer: asyncio.StreamWriter,
+    ) -> None:
+        def up(size: int) -> None:
+            self.stats.bytes_up += size
+
+        def down(size: int) -> None:
+            self.stats.bytes_down += size
+
+        pipes = [
+            asyncio.create_task(_pipe(client_reader, upstream_writer, up)),
+            asyncio.create_task(_pipe(upstream_reader, client_writer, down)),
+        ]
+        try:
+            await asyncio.gather(*pipes)
+        finally:
+            # One side failing ends the other too, instead of leaving it behind.
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            upstream_writer.close()
+            with contextlib.suppress(OSError):
+                await upstream_writer.wait_closed()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -248,31 +287,20 @@ async def _reply(
     await writer.drain()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    count: Callable[[int], None],
+) -> None:
     try:
         while chunk := await reader.read(65536):
+            count(len(chunk))
             writer.write(chunk)
             await writer.drain()
     finally:
         with contextlib.suppress(OSError):
             if writer.can_write_eof():
                 writer.write_eof()
-
-
-async def _pipe_both(
-    client_reader: asyncio.StreamReader,
-    client_writer: asyncio.StreamWriter,
-    upstream_reader: asyncio.StreamReader,
-    upstream_writer: asyncio.StreamWriter,
-) -> None:
-    try:
-        await asyncio.gather(
-            _pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer)
-        )
-    finally:
-        upstream_writer.close()
-        with contextlib.suppress(OSError):
-            await upstream_writer.wait_closed()
 
 
 @dataclass

@@ -238,7 +238,7 @@ class SandboxThread:
     def call(self, fn: Callable[[], T]) -> T: ...
 
     def call(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the sandbox's loop (awaiting it if async); return its result."""
+        """Run ``fn`` on the sandbox's loop, awaiting it if async; return the result."""
 
         async def invoke() -> Any:
             result = fn()
