@@ -60,6 +60,9 @@ def test_impossible_values_are_refused_by_name(
         "ftp://user:hunter2-secret@127.0.0.1:21",
         "http://user:hunter2-secret@127.0.0.1:notaport",
         "http://user:hunter2-secret@:3128",
+        "http://user:ab/hunter2-secret@127.0.0.1:3128",
+        "http://user:3128/hunter2-secret@127.0.0.1:3128",
+        "user:hunter2-secret@127.0.0.1:3128",
     ],
 )
 def test_bad_proxy_urls_are_refused_without_the_password(url: str) -> None:

@@ -43,14 +43,24 @@ def mask_url(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return MASK
-    if parts.password is None:
-        return url
+        return _mask_before_at(url)
+    if parts.password is None or "@" in parts.path + parts.query + parts.fragment:
+        # A password with an unescaped "/", "?" or "#" is not parsed as one.
+        return _mask_before_at(url) if "@" in url else url
     # Keep the port as written: it may not be a number, and this must not fail.
     host_port = parts.netloc.rpartition("@")[2]
     netloc = f"{parts.username or ''}:{MASK}@{host_port}"
     masked = SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment)
     return urlunsplit(masked)
+
+
+def _mask_before_at(url: str) -> str:
+    """Hide everything between the scheme and the last ``@``."""
+    if "@" not in url:
+        return MASK
+    scheme, sep, _ = url.partition("://")
+    prefix = f"{scheme}://" if sep else ""
+    return f"{prefix}{MASK}@{url.rpartition('@')[2]}"
 
 
 class RedactingFilter(logging.Filter):

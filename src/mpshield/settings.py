@@ -114,6 +114,9 @@ class Settings(BaseSettings):
                 or parts.scheme not in {"http", "https", "socks5", "socks5h"}
                 or not parts.hostname
                 or port is None
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
             ):
                 raise ValueError(
                     f"{mask_url(url)!r} is not a proxy URL like "

@@ -38,18 +38,23 @@ BLOCKED_PAGE = """<!DOCTYPE html>
 
 
 def fingerprint_gate(log: FingerprintLog, *, enabled: bool) -> Middleware:
-    """A middleware refusing connections whose handshake is not a browser's."""
+    """A middleware refusing connections whose handshake is not a browser's.
+
+    With ``enabled`` false it only counts each request as admitted, so the log
+    shows who reached an ungated server too.
+    """
 
     @web.middleware
     async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if enabled:
-            transport = request.transport
-            peer = transport.get_extra_info("peername") if transport else None
-            fingerprint = log.for_connection(tuple(peer[:2])) if peer else None
-            if fingerprint is None or not fingerprint.browser:
-                return web.Response(
-                    status=403, text=BLOCKED_PAGE, content_type="text/html"
-                )
+        transport = request.transport
+        peername = transport.get_extra_info("peername") if transport else None
+        peer = (str(peername[0]), int(peername[1])) if peername else None
+        fingerprint = log.for_connection(peer) if peer else None
+        admitted = not enabled or (fingerprint is not None and fingerprint.browser)
+        if peer:
+            log.verdict(peer, admitted=admitted)
+        if not admitted:
+            return web.Response(status=403, text=BLOCKED_PAGE, content_type="text/html")
         return await handler(request)
 
     return gate
@@ -144,24 +149,41 @@ class TlsSite:
         assert self._listener is not None
         loop = asyncio.get_running_loop()
         while True:
-            sock, peer = await loop.sock_accept(self._listener)
+            try:
+                sock, peer = await loop.sock_accept(self._listener)
+            except OSError as exc:
+                # Out of descriptors, or a client that reset before accept:
+                # keep serving the others rather than stop accepting for good.
+                logger.warning("accept failed on %s: %s", self.url, exc)
+                await asyncio.sleep(0.05)
+                continue
             task = asyncio.create_task(self._serve(sock, peer))
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
 
     async def _serve(self, sock: socket.socket, peer: tuple[str, int]) -> None:
-        loop = asyncio.get_running_loop()
         try:
             hello = parse_client_hello(await read_client_hello(sock))
-            self._log.record(peer[:2], Fingerprint.of(hello))
-            server = self._runner.server
-            assert server is not None
-            await loop.connect_accepted_socket(
-                server, sock, ssl=self._context, ssl_handshake_timeout=10
-            )
-        except (NotClientHello, TimeoutError, OSError, ssl.SSLError) as exc:
+        except (NotClientHello, TimeoutError, OSError) as exc:
             logger.debug("connection from %s dropped: %s", peer, exc)
             sock.close()
+            return
+        except BaseException:
+            sock.close()
+            raise
+        self._log.record(peer[:2], Fingerprint.of(hello))
+        server = self._runner.server
+        assert server is not None
+        try:
+            # From here the transport owns the socket and closes it on failure.
+            await asyncio.get_running_loop().connect_accepted_socket(
+                server,
+                sock,
+                ssl=self._context,
+                ssl_handshake_timeout=HELLO_TIMEOUT_SECONDS,
+            )
+        except (TimeoutError, OSError) as exc:
+            logger.debug("TLS with %s failed: %s", peer, exc)
 
     async def stop(self) -> None:
         if self._accepting is not None:
