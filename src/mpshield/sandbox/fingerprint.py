@@ -164,11 +164,13 @@ def _parse(body: bytes) -> ClientHello:
                 at = 2
                 while at < len(data):
                     size = data[at]
-                    alpn.append(data[at + 1 : at + 1 + size].decode("ascii"))
+                    # Any bytes are allowed; latin-1 keeps each byte one char.
+                    alpn.append(data[at + 1 : at + 1 + size].decode("latin-1"))
                     at += 1 + size
             elif kind == EXT_SNI and len(data) > 5:
                 size = int.from_bytes(data[3:5], "big")
-                server_name = data[5 : 5 + size].decode("ascii")
+                name = data[5 : 5 + size]
+                server_name = name.decode("ascii", errors="replace")
     return ClientHello(
         legacy_version=legacy_version,
         ciphers=ciphers,
@@ -196,8 +198,13 @@ def _sha12(text: str) -> str:
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """One handshake's fingerprints and the verdict on it."""
+    """One handshake's fingerprints and the verdict on it.
 
+    ``ja3_text`` is the JA3 string before hashing; ``ja3`` and ``ja3n`` are
+    MD5 digests, as JA3 databases list them.
+    """
+
+    ja3_text: str
     ja3: str
     ja3n: str
     ja4: str
@@ -207,35 +214,43 @@ class Fingerprint:
     def of(cls, hello: ClientHello) -> Fingerprint:
         ciphers = _clean(hello.ciphers)
         extensions = _clean(hello.extensions)
-        tail = [
-            _dash(_clean(hello.groups)),
-            _dash(list(hello.point_formats)),
-        ]
-        ja3 = ",".join(
-            [str(hello.legacy_version), _dash(ciphers), _dash(extensions), *tail]
-        )
-        ja3n = ",".join(
-            [
-                str(hello.legacy_version),
-                _dash(ciphers),
-                _dash(sorted(extensions)),
-                *tail,
-            ]
-        )
+        version = str(hello.legacy_version)
+        tail = [_dash(_clean(hello.groups)), _dash(list(hello.point_formats))]
+        ja3 = ",".join([version, _dash(ciphers), _dash(extensions), *tail])
+        ja3n = ",".join([version, _dash(ciphers), _dash(sorted(extensions)), *tail])
         return cls(
-            ja3=hashlib.md5(ja3.encode(), usedforsecurity=False).hexdigest(),
-            ja3n=hashlib.md5(ja3n.encode(), usedforsecurity=False).hexdigest(),
+            ja3_text=ja3,
+            ja3=_md5(ja3),
+            ja3n=_md5(ja3n),
             ja4=_ja4(hello, ciphers, extensions),
             browser=is_browser(hello),
         )
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _alpn_code(first: str) -> str:
+    """JA4's two ALPN characters: first and last, or hex digits if not alnum."""
+    if not first:
+        return "00"
+    if (
+        first[0].isascii()
+        and first[0].isalnum()
+        and first[-1].isascii()
+        and first[-1].isalnum()
+    ):
+        return f"{first[0]}{first[-1]}"
+    hexed = first.encode("latin-1").hex()
+    return f"{hexed[0]}{hexed[-1]}"
 
 
 def _ja4(hello: ClientHello, ciphers: list[int], extensions: list[int]) -> str:
     versions = _clean(hello.versions) or [hello.legacy_version]
     version = _VERSIONS.get(max(versions), "00")
     sni = "d" if EXT_SNI in extensions else "i"
-    first_alpn = hello.alpn[0] if hello.alpn else ""
-    alpn = f"{first_alpn[0]}{first_alpn[-1]}" if first_alpn else "00"
+    alpn = _alpn_code(hello.alpn[0] if hello.alpn else "")
     counts = f"{min(len(ciphers), 99):02d}{min(len(extensions), 99):02d}"
     part_a = f"t{version}{sni}{counts}{alpn}"
     part_b = (

@@ -18,28 +18,12 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mpshield.exceptions import ConfigurationError
+from mpshield.marketplaces.tokens import READ_ONLY_BIT, SCOPE_BITS, TOKEN_TYPES
 
 TokenType = Literal["personal", "service", "base", "test"]
 
-# Bit numbers of the ``s`` claim per category.
-SCOPE_BITS: dict[str, int] = {
-    "content": 1,
-    "analytics": 2,
-    "prices": 3,
-    "marketplace": 4,
-    "statistics": 5,
-    "promotion": 6,
-    "feedbacks": 7,
-    "chat": 9,
-    "supplies": 10,
-    "returns": 11,
-    "documents": 12,
-    "finance": 13,
-    "users": 16,
-}
-READ_ONLY_BIT = 30
-ACC_BY_TYPE: dict[str, int] = {"base": 1, "test": 2, "personal": 3, "service": 4}
-TYPE_BY_ACC = {acc: kind for kind, acc in ACC_BY_TYPE.items()}
+ACC_BY_TYPE: dict[str, int] = {kind: acc for acc, kind in TOKEN_TYPES.items()}
+TYPE_BY_ACC = TOKEN_TYPES
 
 
 class TokenProblem(Exception):
