@@ -89,10 +89,12 @@ def test_env_points_at_the_servers(
         {"proxies": -1},
         {"proxies": 201},
         {"time_scale": 0},
+        {"host": "0.0.0.0"},
+        {"host": "192.0.2.1"},
     ],
 )
 def test_bad_configs_are_refused(config: dict[str, Any]) -> None:
-    """Impossible proxy counts and scales are configuration errors."""
+    """Impossible proxy counts, scales and non-loopback hosts are refused."""
     with pytest.raises(ConfigurationError):
         SandboxConfig(**config)
 

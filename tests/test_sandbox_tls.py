@@ -185,6 +185,7 @@ def test_fingerprints_of_the_handcrafted_hello() -> None:
     tail = "29-23-24,0"
     ja3 = f"771,{ciphers},0-10-11-13-16-43-23,{tail}"
     ja3n = f"771,{ciphers},0-10-11-13-16-23-43,{tail}"
+    assert fingerprint.ja3_text == ja3
     assert fingerprint.ja3 == hashlib.md5(ja3.encode()).hexdigest()
     assert fingerprint.ja3n == hashlib.md5(ja3n.encode()).hexdigest()
     part_b = sha12("1301,1302,1303,c02b,c02f")
@@ -205,6 +206,30 @@ def test_ja4_shape_without_sni_alpn_or_extensions() -> None:
     assert JA4_SHAPE.match(
         Fingerprint.of(parse_client_hello(versions_only.records())).ja4
     )
+
+
+@pytest.mark.parametrize(
+    ("protocol", "code"),
+    [
+        ("http/1.1", "h1"),
+        ("h2", "h2"),
+        ("x", "xx"),
+        ("\x00\xab", "0b"),
+        ("h\xff", "6f"),
+    ],
+)
+def test_ja4_alpn_characters(protocol: str, code: str) -> None:
+    """JA4 takes the first ALPN's end characters, or hex digits when not alphanumeric."""
+    raw = protocol.encode("latin-1")
+    listed = bytes([len(raw)]) + raw
+    hello = Hello(
+        ciphers=[0x1301],
+        extensions=[(0x0010, struct.pack("!H", len(listed)) + listed)],
+    )
+    parsed = parse_client_hello(hello.records())
+
+    assert parsed.alpn == (protocol,)
+    assert Fingerprint.of(parsed).ja4.split("_")[0] == f"t12i0101{code}"
 
 
 def test_browser_traits() -> None:

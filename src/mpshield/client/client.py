@@ -403,15 +403,11 @@ class MarketplaceClient:
             raise await self._exit_failed(route, lease, "429", verdict.detail)
         if outcome is Outcome.SERVER_ERROR:
             raise await self._exit_failed(route, lease, "5xx", verdict.detail)
-        raise MarketplaceError(
+        raise self._refusal(
+            route,
+            verdict,
             f"{route.marketplace} answered {verdict.status} to {route.method} "
-            f"{route.path}: {verdict.detail or 'no detail'}",
-            status=verdict.status,
-            body=verdict.body,
-            code=verdict.code,
-            shop_id=self.shop_id,
-            marketplace=route.marketplace,
-            category=route.category,
+            f"{route.path}",
         )
 
     # -- the breaker ---------------------------------------------------------
@@ -465,9 +461,15 @@ class MarketplaceClient:
             )
         if lease.proxy is not None:
             await self._move_after_auth_failure(lease)
+        return self._refusal(
+            route,
+            verdict,
+            f"{route.marketplace} refused the shop's credentials ({verdict.status})",
+        )
+
+    def _refusal(self, route: Route, verdict: Verdict, what: str) -> MarketplaceError:
         return MarketplaceError(
-            f"{route.marketplace} refused the shop's credentials "
-            f"({verdict.status}): {verdict.detail or 'no detail'}",
+            f"{what}: {verdict.detail or 'no detail'}",
             status=verdict.status,
             body=verdict.body,
             code=verdict.code,

@@ -235,12 +235,7 @@ def _alpn_code(first: str) -> str:
     """JA4's two ALPN characters: first and last, or hex digits if not alnum."""
     if not first:
         return "00"
-    if (
-        first[0].isascii()
-        and first[0].isalnum()
-        and first[-1].isascii()
-        and first[-1].isalnum()
-    ):
+    if all(char.isascii() and char.isalnum() for char in (first[0], first[-1])):
         return f"{first[0]}{first[-1]}"
     hexed = first.encode("latin-1").hex()
     return f"{hexed[0]}{hexed[-1]}"

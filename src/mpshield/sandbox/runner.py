@@ -27,7 +27,7 @@ from mpshield.sandbox.admin import create_admin_app
 from mpshield.sandbox.certs import make_certificates
 from mpshield.sandbox.fingerprint import FingerprintLog
 from mpshield.sandbox.ozon import create_ozon_app
-from mpshield.sandbox.proxies import ProxyPool
+from mpshield.sandbox.proxies import ForbiddenUpstream, ProxyPool, check_loopback
 from mpshield.sandbox.server import TlsSite, fingerprint_gate
 from mpshield.sandbox.storefront import create_storefront_app
 from mpshield.sandbox.wb import create_wb_app
@@ -65,6 +65,12 @@ class SandboxConfig:
             raise ConfigurationError("at most 200 proxies (127.0.0.11 .. 127.0.0.210)")
         if self.time_scale <= 0:
             raise ConfigurationError("time_scale must be positive")
+        try:
+            check_loopback(self.host)
+        except ForbiddenUpstream:
+            raise ConfigurationError(
+                f"the sandbox serves on loopback only, not on {self.host!r}"
+            ) from None
 
 
 class Sandbox:
