@@ -209,8 +209,10 @@ def lines_until(
     raise AssertionError(f"no line starting {prefix!r} in:\n" + "".join(seen))
 
 
-def drive_sandbox_command(process: subprocess.Popen[str]) -> tuple[int, str, Path]:
-    """Check the printed block, use proxy 8, then SIGINT; returns rc, stderr, CA."""
+def drive_sandbox_command(
+    process: subprocess.Popen[str], signum: signal.Signals
+) -> tuple[int, str, Path]:
+    """Check the printed block, use proxy 8, then ``signum``; returns rc, stderr, CA."""
     assert process.stdout is not None and process.stderr is not None
     stdout = pump(process.stdout)
     lines = lines_until(stdout, "Running", 30)
@@ -236,14 +238,15 @@ def drive_sandbox_command(process: subprocess.Popen[str]) -> tuple[int, str, Pat
     # A tunnel still open at shutdown must not turn into an error either.
     assert storefront_status(storefront, ca_file, proxies[7]) == 200
 
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     lines_until(stdout, "sandbox stopped", 20)
     returncode = process.wait(timeout=20)
     return returncode, process.stderr.read(), ca_file
 
 
-def test_sandbox_command_prints_env_and_stops_on_sigint() -> None:
-    """``mpshield sandbox --proxies 8`` prints the env block and exits 0 on SIGINT."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_sandbox_command_prints_env_and_stops_on_signal(signum: signal.Signals) -> None:
+    """``mpshield sandbox --proxies 8`` prints the env block and exits 0 on a signal."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPSHIELD_")}
     with subprocess.Popen(
         [str(MPSHIELD), "sandbox", "--proxies", "8", "--time-scale", "0.01"],
@@ -253,7 +256,7 @@ def test_sandbox_command_prints_env_and_stops_on_sigint() -> None:
         env=env,
     ) as process:
         try:
-            returncode, err, ca_file = drive_sandbox_command(process)
+            returncode, err, ca_file = drive_sandbox_command(process, signum)
         finally:
             if process.poll() is None:
                 process.kill()

@@ -342,6 +342,21 @@ def test_fingerprint_log_counts_per_address() -> None:
     assert log.for_connection(("127.0.0.6", 1000)) is None
 
 
+def test_forget_spares_a_newer_connection_on_the_same_port() -> None:
+    """A closing connection does not remove a newer handshake from its peer."""
+    log = FingerprintLog()
+    old = Fingerprint.of(parse_client_hello(browser_like_hello().records()))
+    new = Fingerprint.of(parse_client_hello(browser_like_hello().records()))
+    peer = ("127.0.0.5", 2000)
+    log.record(peer, old)
+    log.record(peer, new)
+
+    log.forget(peer, only=old)
+    assert log.for_connection(peer) is new
+    log.forget(peer, only=new)
+    assert log.for_connection(peer) is None
+
+
 def test_certificates_chain_to_the_ca(tmp_path: Path) -> None:
     """The server certificate is signed by the CA and names the sandbox's hosts."""
     files = make_certificates(tmp_path / "certs", ["127.0.0.1", "localhost"])
@@ -702,3 +717,61 @@ async def test_site_stops_cleanly_with_clients_mid_hello(tmp_path: Path) -> None
 
     assert replies == [b"", b""]
     assert log.by_address() == {}
+
+
+async def close_python_connection(port: int, ca_file: Path, source: str) -> int:
+    """One request over Python's TLS from ``source``; returns the local port used."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context, local_addr=(source, 0)
+    )
+    local_port = int(writer.get_extra_info("sockname")[1])
+    writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    assert (await read_to_end(reader)).startswith(b"HTTP/1.1 403")
+    writer.close()
+    with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+        await writer.wait_closed()
+    return local_port
+
+
+async def test_keep_alive_browser_outlives_newer_closed_connections(
+    tmp_path: Path,
+) -> None:
+    """Closed connections leave the log, so a long keep-alive browser stays admitted."""
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    log = FingerprintLog(max_connections=3)
+    app = web.Application(middlewares=[fingerprint_gate(log, enabled=True)])
+    app.router.add_get("/", ok)
+    files = make_certificates(tmp_path, ["127.0.0.1"])
+    site = TlsSite(
+        app, host="127.0.0.1", port=0, context=files.server_context(), log=log
+    )
+    await site.start()
+    browser, python = "127.0.0.112", "127.0.0.113"
+    try:
+        async with AsyncSession(
+            impersonate="chrome", verify=str(files.ca_file), interface=browser
+        ) as session:
+            url = f"https://127.0.0.1:{site.port}/"
+            assert (await session.get(url, timeout=5)).status_code == 200
+            for _ in range(5):
+                peer = (
+                    python,
+                    await close_python_connection(site.port, files.ca_file, python),
+                )
+                for _ in range(200):
+                    if log.for_connection(peer) is None:
+                        break
+                    await asyncio.sleep(0.01)
+                assert log.for_connection(peer) is None
+            assert (await session.get(url, timeout=5)).status_code == 200
+    finally:
+        await site.stop()
+
+    seen = log.by_address()
+    assert [(e["connections"], e["admitted"]) for e in seen[browser]] == [(1, 2)]
+    assert [(e["connections"], e["refused"]) for e in seen[python]] == [(5, 5)]

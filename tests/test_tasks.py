@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mpshield.protection.timing import Jitter
 
 from jobhelpers import add_test_shop, next_attempts, private_database
 from mpshield.db.models import ShopStatus
@@ -34,6 +33,7 @@ from mpshield.jobs.tasks import (
     execute_sync_shop,
     plan_fanout,
 )
+from mpshield.protection.timing import Jitter
 from mpshield.settings import Settings
 from mpshield.state.store import StateStore
 

@@ -69,8 +69,11 @@ def sandbox(
         print(f"admin API        {running.admin_url}")
         print(f"admin token      {running.admin_token}")
         print(f"CA file          {running.ca_file}")
-        for index, url in enumerate(running.proxy_urls, start=1):
-            print(f"proxy {index:<3}        {url}  (leaves from 127.0.0.{10 + index})")
+        for proxy in running.proxy_pool.proxies:
+            note = f"leaves from {proxy.source_address}"
+            if proxy.mode != "ok":
+                note += f"; {proxy.mode}"
+            print(f"proxy {proxy.index:<3}        {proxy.url}  ({note})")
         print("\n# point mpshield at the sandbox:")
         for name, value in running.env().items():
             print(f"export {name}={shlex.quote(value)}")

@@ -290,7 +290,9 @@ class FingerprintLog:
     """Fingerprints per source address, and per live connection for the gate."""
 
     max_connections: int = 10_000
-    _by_address: dict[str, dict[str, _Seen]] = field(default_factory=dict)
+    # Address -> (JA3N, JA4) -> counts; JA4 alone ignores group order and
+    # point formats, so two clients could share it.
+    _by_address: dict[str, dict[tuple[str, str], _Seen]] = field(default_factory=dict)
     _by_connection: OrderedDict[tuple[str, int], Fingerprint] = field(
         default_factory=OrderedDict
     )
@@ -300,11 +302,12 @@ class FingerprintLog:
         with self._lock:
             seen = self._by_address.setdefault(peer[0], {})
             entry = seen.setdefault(
-                fingerprint.ja4,
+                (fingerprint.ja3n, fingerprint.ja4),
                 _Seen(fingerprint.ja3n, fingerprint.ja4, fingerprint.browser),
             )
             entry.count += 1
             self._by_connection[peer] = fingerprint
+            self._by_connection.move_to_end(peer)
             while len(self._by_connection) > self.max_connections:
                 self._by_connection.popitem(last=False)
 
@@ -318,7 +321,8 @@ class FingerprintLog:
             fingerprint = self._by_connection.get(peer)
             if fingerprint is None:
                 return
-            seen = self._by_address.get(peer[0], {}).get(fingerprint.ja4)
+            key = (fingerprint.ja3n, fingerprint.ja4)
+            seen = self._by_address.get(peer[0], {}).get(key)
             if seen is None:
                 return
             if admitted:
@@ -326,9 +330,16 @@ class FingerprintLog:
             else:
                 seen.refused += 1
 
-    def forget(self, peer: tuple[str, int]) -> None:
+    def forget(self, peer: tuple[str, int], *, only: Fingerprint | None = None) -> None:
+        """Drop ``peer``'s connection; with ``only``, if it is still that handshake.
+
+        ``only`` keeps a closing connection from removing the entry of a newer
+        one that the kernel gave the same client port.
+        """
         with self._lock:
-            self._by_connection.pop(peer, None)
+            current = self._by_connection.get(peer)
+            if current is not None and (only is None or current is only):
+                del self._by_connection[peer]
 
     def by_address(self) -> dict[str, list[dict[str, Any]]]:
         """Source address -> the fingerprints seen from it, with counts.

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -99,6 +100,40 @@ async def read_client_hello(sock: socket.socket) -> bytes:
         await asyncio.sleep(0.002)
 
 
+class _ForgetOnClose(asyncio.Protocol):
+    """aiohttp's protocol, dropping the connection's fingerprint once it closes.
+
+    The log keys live connections by peer; without this, a long keep-alive
+    connection would fall out of the bounded log after enough newer ones, and
+    the gate would then refuse a browser mid-session.
+    """
+
+    def __init__(self, inner: asyncio.Protocol, on_close: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_close = on_close
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._inner.connection_lost(exc)
+        finally:
+            self._on_close()
+
+
 class TlsSite:
     """One aiohttp application on one loopback address, behind TLS."""
 
@@ -171,18 +206,28 @@ class TlsSite:
         except BaseException:
             sock.close()
             raise
-        self._log.record(peer[:2], Fingerprint.of(hello))
+        key = (str(peer[0]), int(peer[1]))
+        fingerprint = Fingerprint.of(hello)
+        self._log.record(key, fingerprint)
         server = self._runner.server
         assert server is not None
+
+        def protocol() -> asyncio.Protocol:
+            return _ForgetOnClose(
+                server(), lambda: self._log.forget(key, only=fingerprint)
+            )
+
         try:
             # From here the transport owns the socket and closes it on failure.
             await asyncio.get_running_loop().connect_accepted_socket(
-                server,
+                protocol,
                 sock,
                 ssl=self._context,
                 ssl_handshake_timeout=HELLO_TIMEOUT_SECONDS,
             )
         except (TimeoutError, OSError) as exc:
+            # A failed handshake never reaches connection_lost.
+            self._log.forget(key, only=fingerprint)
             logger.debug("TLS with %s failed: %s", peer, exc)
 
     async def stop(self) -> None:
