@@ -19,6 +19,7 @@ from curl_cffi import requests as curl
 from curl_cffi.requests import AsyncSession
 from curl_cffi.requests import exceptions as curl_errors
 
+from mpshield.exceptions import ConfigurationError
 from mpshield.sandbox import proxies as proxy_module
 from mpshield.sandbox.proxies import ForbiddenUpstream, ForwardProxy, check_loopback
 from mpshield.sandbox.runner import Sandbox, SandboxConfig, SandboxThread
@@ -64,6 +65,33 @@ def test_each_proxy_leaves_from_its_own_address(sandbox: SandboxThread) -> None:
     ]
     seen = sandbox.fingerprints.by_address()
     assert all(entry["browser"] for address in addresses for entry in seen[address])
+
+
+async def test_storefront_sees_each_proxy_as_its_own_address(
+    sandbox: SandboxThread,
+) -> None:
+    """Async Chrome through each proxy passes the storefront gate from 127.0.0.(10+i)."""
+    addresses = [proxy.source_address for proxy in sandbox.proxy_pool.proxies]
+    before = sandbox.call(lambda: sandbox.world.stats())["addresses"]
+    verify = ca_path(sandbox.ca_file)
+
+    async with AsyncSession(impersonate="chrome", verify=verify) as session:
+        for proxy_url in sandbox.proxy_urls:
+            answer = await session.get(
+                f"{sandbox.storefront_url}/cards/v4/detail",
+                params={"nm": "7;8"},
+                proxy=proxy_url,
+                timeout=10,
+            )
+            assert answer.status_code == 200
+            assert len(answer.json()["products"]) == 2
+
+    after = sandbox.call(lambda: sandbox.world.stats())["addresses"]
+    grew = [after[a].get("2xx", 0) - before.get(a, {}).get("2xx", 0) for a in addresses]
+    assert grew == [1, 1, 1, 1]
+    seen = sandbox.fingerprints.by_address()
+    for address in addresses:
+        assert any(e["browser"] and e["admitted"] for e in seen[address]), address
 
 
 @pytest.mark.parametrize(
@@ -313,3 +341,42 @@ async def test_modes_can_be_changed_back(small: Sandbox) -> None:
     assert [p["mode"] for p in described] == ["ok", "ok"]
     assert [p["source_address"] for p in described] == ["127.0.0.11", "127.0.0.12"]
     assert described[1]["refused"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("index", "mode"), [(0, "ok"), (3, "ok"), (-1, "ok"), (1, "down"), (1, "")]
+)
+async def test_set_mode_refuses_unknown_proxies_and_modes(
+    small: Sandbox, index: int, mode: str
+) -> None:
+    """Proxy numbers outside 1..N and unknown modes are refused, changing nothing."""
+    with pytest.raises(ConfigurationError):
+        small.proxy_pool.set_mode(index, mode)
+
+    assert [p["mode"] for p in small.proxy_pool.stats()] == ["ok", "ok"]
+
+
+async def test_admin_api_sets_a_proxy_mode(small: Sandbox) -> None:
+    """``PUT /proxies/{i}`` on the admin API switches a running proxy's mode."""
+    url = f"{small.admin_url}/proxies"
+    bearer = {"Authorization": f"Bearer {small.admin_token}"}
+    async with AsyncSession(impersonate="chrome", verify=ca_path(small.ca_file)) as s:
+        broken = await s.put(f"{url}/1", json={"mode": "502"}, headers=bearer)
+        unknown = await s.put(f"{url}/3", json={"mode": "ok"}, headers=bearer)
+        bad = await s.put(f"{url}/2", json={"mode": "down"}, headers=bearer)
+        anonymous = await s.put(f"{url}/2", json={"mode": "refuse"})
+        with pytest.raises(curl_errors.RequestException):
+            await wb_orders(small, small.proxy_urls[0])
+        mended = await s.put(f"{url}/1", json={"mode": "ok"}, headers=bearer)
+
+    assert broken.status_code == 200
+    assert broken.json()["mode"] == "502"
+    assert broken.json()["source_address"] == "127.0.0.11"
+    assert [unknown.status_code, bad.status_code, anonymous.status_code] == [
+        404,
+        400,
+        401,
+    ]
+    assert mended.json()["mode"] == "ok"
+    assert (await wb_orders(small, small.proxy_urls[0])).status_code == 200
+    assert [p["mode"] for p in small.proxy_pool.stats()] == ["ok", "ok"]

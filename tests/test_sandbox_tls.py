@@ -752,9 +752,10 @@ async def test_keep_alive_browser_outlives_newer_closed_connections(
     )
     await site.start()
     browser, python = "127.0.0.112", "127.0.0.113"
+    ca_file: Any = str(files.ca_file)  # curl_cffi takes a path, though typed bool
     try:
         async with AsyncSession(
-            impersonate="chrome", verify=str(files.ca_file), interface=browser
+            impersonate="chrome", verify=ca_file, interface=browser
         ) as session:
             url = f"https://127.0.0.1:{site.port}/"
             assert (await session.get(url, timeout=5)).status_code == 200

@@ -74,6 +74,13 @@ def sandbox(
             if proxy.mode != "ok":
                 note += f"; {proxy.mode}"
             print(f"proxy {proxy.index:<3}        {proxy.url}  ({note})")
+        if running.proxy_urls:
+            print(
+                "\n# set a proxy's mode (ok, refuse, 502, hang) while it runs:\n"
+                f"# curl --cacert {shlex.quote(str(running.ca_file))}"
+                f" -H 'Authorization: Bearer {running.admin_token}' -X PUT"
+                f' -d \'{{"mode": "502"}}\' {running.admin_url}/proxies/1'
+            )
         print("\n# point mpshield at the sandbox:")
         for name, value in running.env().items():
             print(f"export {name}={shlex.quote(value)}")

@@ -17,13 +17,15 @@ import ipaddress
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from mpshield.exceptions import ConfigurationError
 from mpshield.redaction import get_logger
 
 logger = get_logger(__name__)
 
 ProxyMode = Literal["ok", "refuse", "502", "hang"]
+PROXY_MODES: dict[str, ProxyMode] = {mode: mode for mode in get_args(ProxyMode)}
 MAX_HEAD_BYTES = 64 * 1024
 HANG_SECONDS = 30.0
 FIRST_SOURCE_OCTET = 10
@@ -326,9 +328,28 @@ class ProxyPool:
     async def stop(self) -> None:
         await asyncio.gather(*(proxy.stop() for proxy in self.proxies))
 
-    def set_mode(self, index: int, mode: ProxyMode) -> None:
-        """Make proxy ``index`` (1-based) behave as ``mode`` from now on."""
-        self.proxies[index - 1].mode = mode
+    def set_mode(self, index: int, mode: str) -> ForwardProxy:
+        """Make proxy ``index`` (1-based) behave as ``mode`` from now on.
+
+        Connections already open keep going; new ones see the new mode.
+
+        Returns:
+            The proxy.
+
+        Raises:
+            ConfigurationError: there is no proxy ``index``, or no such mode.
+        """
+        if not 1 <= index <= len(self.proxies):
+            raise ConfigurationError(
+                f"no proxy {index}; the pool has proxies 1 to {len(self.proxies)}"
+            )
+        if mode not in PROXY_MODES:
+            raise ConfigurationError(
+                f"proxy mode {mode!r} is not one of {', '.join(PROXY_MODES)}"
+            )
+        proxy = self.proxies[index - 1]
+        proxy.mode = PROXY_MODES[mode]
+        return proxy
 
     @property
     def urls(self) -> list[str]:

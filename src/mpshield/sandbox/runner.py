@@ -3,6 +3,10 @@
 :class:`Sandbox` runs on the caller's event loop (``async with``);
 :class:`SandboxThread` runs one on its own loop in a daemon thread, for
 synchronous callers, session-wide test fixtures and the demo.
+
+Besides the world's endpoints, the admin API sets a proxy's fault mode while
+the sandbox runs: ``PUT /proxies/{index}`` with ``{"mode": "ok" | "refuse" |
+"502" | "hang"}`` answers the proxy's stats (404 for no such proxy).
 """
 
 from __future__ import annotations
@@ -138,6 +142,8 @@ class Sandbox:
                 self.world, admin_token=self.admin_token, extra_stats=self.extra_stats
             ),
         }
+        # The admin app's token guard covers this route like its own.
+        apps["admin"].router.add_put("/proxies/{index}", self._set_proxy_mode)
         for offset, (name, app) in enumerate(apps.items()):
             port = config.port_base + offset if config.port_base else 0
             site = TlsSite(
@@ -162,6 +168,14 @@ class Sandbox:
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None
+
+    async def _set_proxy_mode(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        if not isinstance(data, dict):
+            raise ValueError("body must be a JSON object")
+        index = int(request.match_info["index"])
+        proxy = self.proxy_pool.set_mode(index, str(data.get("mode", "")))
+        return web.json_response(proxy.describe())
 
     def extra_stats(self) -> dict[str, Any]:
         return {
