@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mpshield.exceptions import StateStoreUnavailableError
@@ -67,9 +68,20 @@ class StateStore:
     async def run(
         self, name: str, keys: Sequence[str], args: Sequence[Any] = ()
     ) -> Any:
-        """Run a Lua script atomically; connection failures become our error."""
-        async with translate_redis_errors():
-            return await self.script(name)(keys=list(keys), args=list(args))
+        """Run a Lua script atomically; connection failures become our error.
+
+        This is every protection step's one round trip, so it calls EVALSHA
+        directly and falls back to loading the script only when the server
+        does not know it (a restarted or flushed Redis).
+        """
+        script = self.script(name)
+        try:
+            return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            async with translate_redis_errors():
+                return await script(keys=list(keys), args=list(args))
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StateStoreUnavailableError(f"state store unavailable: {exc}") from exc
 
     async def ping(self) -> None:
         async with translate_redis_errors():
