@@ -22,9 +22,8 @@ count must reach the threshold *and* the 401s must come from at least
 ``breaker_distinct_proxies`` exits, because one proxy answering 401 is the
 proxy's fault. A shop that goes direct has no second exit to compare with, so
 once a direct 401 is among the remembered ones the count alone decides.
-Limitation: a pool of a single proxy can therefore never open the circuit; a
-caller with fewer proxies than ``breaker_distinct_proxies`` should report its
-401s with ``proxy=None``. Failures and exits are forgotten after
+A pool smaller than ``breaker_distinct_proxies`` could never show that, so
+the client reports such a shop's 401s with ``proxy=None``. Failures and exits are forgotten after
 ``FAILURE_MEMORY_SECONDS`` without a new one, and at once on any success.
 
 A probe's verdict counts while its lease is live, and also after the lease
