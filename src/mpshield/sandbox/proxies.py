@@ -127,9 +127,7 @@ class ForwardProxy:
             pass
         finally:
             self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            await _close(writer)
 
     async def _handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -203,10 +201,13 @@ class ForwardProxy:
         upstream = await self._open_upstream(host, port, writer)
         if upstream is None:
             return
-        self.stats.tunnels += 1
-        writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-        await writer.drain()
-        await self._relay(reader, writer, *upstream)
+        try:
+            self.stats.tunnels += 1
+            writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            await writer.drain()
+            await self._relay(reader, writer, *upstream)
+        finally:
+            await _close(upstream[1])
 
     async def _forward(
         self,
@@ -225,7 +226,21 @@ class ForwardProxy:
         upstream = await self._open_upstream(host, port, writer)
         if upstream is None:
             return
-        self.stats.forwarded += 1
+        try:
+            self.stats.forwarded += 1
+            await self._send_head(method, path, version, headers, upstream[1])
+            await self._relay(reader, writer, *upstream)
+        finally:
+            await _close(upstream[1])
+
+    async def _send_head(
+        self,
+        method: str,
+        path: str,
+        version: str,
+        headers: list[str],
+        upstream: asyncio.StreamWriter,
+    ) -> None:
         kept = [
             line
             for line in headers
@@ -236,8 +251,8 @@ class ForwardProxy:
         )
         encoded = head.encode("latin-1") + b"\r\n"
         self.stats.bytes_up += len(encoded)
-        upstream[1].write(encoded)
-        await self._relay(reader, writer, *upstream)
+        upstream.write(encoded)
+        await upstream.drain()
 
     async def _relay(
         self,
@@ -263,9 +278,6 @@ class ForwardProxy:
             for pipe in pipes:
                 pipe.cancel()
             await asyncio.gather(*pipes, return_exceptions=True)
-            upstream_writer.close()
-            with contextlib.suppress(OSError):
-                await upstream_writer.wait_closed()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -287,6 +299,13 @@ async def _reply(
         + body
     )
     await writer.drain()
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    # close() comes before any await, so a cancellation cannot skip it.
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 async def _pipe(
