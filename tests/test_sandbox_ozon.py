@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from mpshield.protection.timing import ManualClock
 from mpshield.sandbox.admin import create_admin_app
 from mpshield.sandbox.ozon import create_ozon_app
 from mpshield.sandbox.world import World, WorldSettings
@@ -23,23 +24,10 @@ ALL_BLOCKS = {
 }
 
 
-class FakeClock:
-    """A clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @dataclass
 class Sandbox:
     world: World
-    clock: FakeClock
+    clock: ManualClock
     client: TestClient[Any, Any]
     client_id: str
     api_key: str
@@ -65,7 +53,7 @@ def _window(world: World) -> dict[str, str]:
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
-    clock = FakeClock()
+    clock = ManualClock()
     world = World(time_scale=SCALE, seed=9, clock=clock)
     client_id, api_key = world.ozon_create_seller(name="Ozon shop", orders=60)
     async with TestClient(TestServer(create_ozon_app(world))) as client:
@@ -162,7 +150,7 @@ async def test_rate_headers_can_be_turned_off(sandbox: Sandbox) -> None:
 
 async def test_circle_is_open_under_a_flood_and_recovers() -> None:
     """A flood of 429s opens the method's breaker; it recovers after its period."""
-    clock = FakeClock()
+    clock = ManualClock()
     settings = WorldSettings(
         ozon_rps=2, ozon_circle_threshold=5, ozon_circle_seconds=180
     )
@@ -335,7 +323,7 @@ async def test_stock_updates_too_often_fail_inside_a_200(sandbox: Sandbox) -> No
 
 async def test_bad_key_flood_bans_the_address() -> None:
     """Many refused keys from one address get that address refused (403) for a while."""
-    clock = FakeClock()
+    clock = ManualClock()
     settings = WorldSettings(ozon_address_auth_threshold=5, flood_ban_seconds=60)
     world = World(time_scale=SCALE, clock=clock, settings=settings)
     client_id, api_key = world.ozon_create_seller(orders=0)
@@ -356,7 +344,7 @@ async def test_bad_key_flood_bans_the_address() -> None:
 async def test_erroneous_request_flood_restricts_the_client() -> None:
     """Many 4XX answers to one Client-Id restrict its Seller API access."""
     settings = WorldSettings(ozon_client_error_threshold=5)
-    world = World(time_scale=SCALE, clock=FakeClock(), settings=settings)
+    world = World(time_scale=SCALE, clock=ManualClock(), settings=settings)
     client_id, api_key = world.ozon_create_seller(orders=0)
     headers = {"Client-Id": client_id, "Api-Key": api_key}
     async with TestClient(TestServer(create_ozon_app(world))) as client:

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from mpshield.protection.timing import ManualClock
 from mpshield.sandbox.limits import Rule
 from mpshield.sandbox.storefront import create_storefront_app
 from mpshield.sandbox.world import World, WorldSettings
 
 SCALE = 0.01
-
-
-class FakeClock:
-    """A clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 async def test_cards_of_seller_goods_keep_their_names() -> None:
@@ -43,7 +31,7 @@ async def test_cards_of_seller_goods_keep_their_names() -> None:
 
 async def test_hammering_address_gets_429_then_a_403_page_for_thirty_minutes() -> None:
     """Past the per-address limit come 429s; hammering on earns a scaled 30-minute ban."""
-    clock = FakeClock()
+    clock = ManualClock()
     settings = WorldSettings(
         storefront_rule=Rule(60.0, 10, 5), storefront_ban_after_429=3
     )

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from mpshield.protection.timing import ManualClock
 from mpshield.sandbox.admin import create_admin_app
 from mpshield.sandbox.faults import FaultConfig
 from mpshield.sandbox.limits import Rule
@@ -30,23 +31,10 @@ GATEWAY_FIELDS = {
 }
 
 
-class FakeClock:
-    """A clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @dataclass
 class Sandbox:
     world: World
-    clock: FakeClock
+    clock: ManualClock
     client: TestClient[Any, Any]
     sid: str
     token: str
@@ -58,7 +46,7 @@ class Sandbox:
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
-    clock = FakeClock()
+    clock = ManualClock()
     world = World(time_scale=SCALE, seed=7, clock=clock)
     sid = world.wb_create_seller(name="Flax", orders=40)
     token = world.wb_issue_token(sid)
@@ -369,7 +357,7 @@ async def test_statistics_without_date_from_is_400(sandbox: Sandbox) -> None:
 
 async def test_401_flood_from_one_address_bans_it_for_a_while() -> None:
     """Many 401s from one address restrict it (403), and the ban ends after its period."""
-    clock = FakeClock()
+    clock = ManualClock()
     settings = WorldSettings(wb_address_401_threshold=5, flood_ban_seconds=600)
     world = World(time_scale=SCALE, clock=clock, settings=settings)
     token = world.wb_issue_token(world.wb_create_seller(orders=1))
@@ -389,7 +377,7 @@ async def test_401_flood_from_one_address_bans_it_for_a_while() -> None:
 
 async def test_failing_token_flood_restricts_the_token() -> None:
     """Many 4XX answers to one token restrict that token with a 403."""
-    clock = FakeClock()
+    clock = ManualClock()
     settings = WorldSettings(wb_token_4xx_threshold=5)
     world = World(time_scale=SCALE, clock=clock, settings=settings)
     token = world.wb_issue_token(world.wb_create_seller(orders=1))

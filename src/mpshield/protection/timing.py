@@ -73,3 +73,16 @@ class RecordingSleep:
     @property
     def total(self) -> float:
         return sum(self.calls)
+
+
+class ManualClock:
+    """A monotonic clock for tests: it moves only when told."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
