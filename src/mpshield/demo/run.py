@@ -167,12 +167,13 @@ async def _run(
             )
         truth = {shop.seller: sandbox.world.truth(shop.seller) for shop in shops}
         verdict = await report.check(settings, shops, truth, sandbox.world.stats())
+        proxies = sandbox.call(sandbox.proxy_pool.stats)
     finally:
         await get_store(settings).aclose()
         await dispose_engines()
     wall = time.monotonic() - started
     result = DemoResult(verdict, outcomes, wall)
-    console.print(final_view(shops, verdict, wall, outcomes))
+    console.print(final_view(shops, verdict, wall, outcomes, proxies))
     return result
 
 

@@ -92,7 +92,11 @@ def live_view(shops: list[DemoShop], snapshot: Snapshot) -> RenderableType:
 
 
 def final_view(
-    shops: list[DemoShop], verdict: Verdict, wall: float, outcomes: Counter[str]
+    shops: list[DemoShop],
+    verdict: Verdict,
+    wall: float,
+    outcomes: Counter[str],
+    proxies: list[dict[str, Any]] | None = None,
 ) -> RenderableType:
     """The report: truth check, disabled shops and why, and the counts."""
     parts: list[RenderableType] = []
@@ -156,6 +160,22 @@ def final_view(
             f"task outcomes {dict(sorted(outcomes.items()))}  wall time {wall:.1f}s"
         )
     )
+    if proxies:
+        # How the traffic spread over the pool, and how little the dead one got.
+        parts.append(
+            Text(
+                "proxy connections  "
+                + "  ".join(
+                    f"{p['index']}:{p['connections']}"
+                    + (
+                        f" (dead, {p['refused']} refused)"
+                        if p["mode"] == "refuse"
+                        else ""
+                    )
+                    for p in proxies
+                )
+            )
+        )
     parts.append(
         Text("RESULT: exact match" if verdict.ok else "RESULT: MISMATCH", style=style)
     )
