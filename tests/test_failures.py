@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mpshield import MarketplaceClient, ShopDisabledError, StateStoreUnavailableError
 from mpshield.db import shops as shop_db
-from mpshield.db.models import ShopStatus
+from mpshield.db.engine import get_sessionmaker
+from mpshield.db.models import Proxy, ShopStatus
 from mpshield.sandbox.runner import SandboxThread
 from mpshield.settings import Settings
 from mpshield.state.store import StateStore
@@ -17,6 +21,11 @@ from test_client_sandbox import sandbox_settings
 def seller_requests(sandbox: SandboxThread, seller: str) -> int:
     stats = sandbox.call(sandbox.world.stats)
     return int(stats["sellers"].get(seller, {}).get("requests", 0))
+
+
+def new_wb_token(sandbox: SandboxThread) -> str:
+    sid = sandbox.call(lambda: sandbox.world.wb_create_seller(orders=1))
+    return sandbox.call(lambda: sandbox.world.wb_issue_token(sid))
 
 
 async def test_redis_down_sends_nothing(
@@ -58,3 +67,32 @@ async def test_disabled_shop_survives_lost_redis_state(
 
     assert seller_requests(sandbox, sid) == 0
     assert await store.redis.get(store.key("circuit", shop.id, "state")) == b"OPEN"
+
+
+async def test_concurrent_first_clients_seed_proxies_once(
+    settings: Settings, db_ready: Settings, sandbox: SandboxThread
+) -> None:
+    """Shops entering at once on an empty proxy table all get in; it is seeded once."""
+    current = sandbox_settings(db_ready, sandbox.env())
+    maker = get_sessionmaker(current)
+    shop_ids = []
+    async with maker() as session:
+        for _ in range(6):
+            token = new_wb_token(sandbox)
+            shop = await shop_db.add_shop(session, marketplace="wb", api_key=token)
+            shop_ids.append(shop.id)
+        await session.commit()
+
+    async def enter(shop_id: int) -> str:
+        async with (
+            maker() as session,
+            MarketplaceClient(session, shop_id=shop_id, settings=current) as c,
+        ):
+            return repr(c)
+
+    entered = await asyncio.gather(*(enter(shop_id) for shop_id in shop_ids))
+
+    assert len(entered) == len(shop_ids)
+    async with maker() as session:
+        urls = (await session.scalars(select(Proxy.url))).all()
+    assert sorted(urls) == sorted(current.proxies)

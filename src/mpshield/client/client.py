@@ -151,6 +151,9 @@ class MarketplaceClient:
             NoProxyAvailableError: Proxies are configured and all are quarantined.
         """
         shop = await shop_db.get_shop(self._db, self.shop_id)
+        # Read now: seeding the proxy table below may roll the session back
+        # (another worker seeded first), which expires every loaded row.
+        marketplace, stored_profile = shop.marketplace, shop.browser_profile
         register_secret(shop.api_key)
         register_secret(shop.client_secret)
         self.marketplace = shop.marketplace
@@ -181,17 +184,15 @@ class MarketplaceClient:
                 store, self._settings, jitter=self._jitter, sleep=self._sleep
             )
             self._proxies = await ProxyProvider.from_db(self._db, store, self._settings)
-            self._lease: Lease = await self._proxies.lease(
-                self.shop_id, shop.marketplace
-            )
+            self._lease: Lease = await self._proxies.lease(self.shop_id, marketplace)
         except BaseException:
             await self._release_pending_probe()
             raise
         self._leased_at = asyncio.get_running_loop().time()
         self._register_proxy_secret(self._lease)
         try:
-            profile = profile_for(self.shop_id, shop.browser_profile)
-            if profile != shop.browser_profile:
+            profile = profile_for(self.shop_id, stored_profile)
+            if profile != stored_profile:
                 async with self._db_lock:
                     await shop_db.set_browser_profile(self._db, self.shop_id, profile)
                     await self._db.commit()
