@@ -32,6 +32,7 @@ def test_defaults_are_the_designs_numbers() -> None:
     ("overrides", "named"),
     [
         ({"breaker_open_seconds": -1}, "MPSHIELD_BREAKER_OPEN_SECONDS"),
+        ({"breaker_open_seconds": float("inf")}, "MPSHIELD_BREAKER_OPEN_SECONDS"),
         ({"breaker_failure_threshold": 0}, "MPSHIELD_BREAKER_FAILURE_THRESHOLD"),
         ({"limits": {"wb.fbs": {"limit": 0, "period": 60}}}, "MPSHIELD_LIMITS[wb.fbs]"),
         (

@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from mpshield.exceptions import ConfigurationError
 from mpshield.redaction import mask_url, register_secret
 
-Seconds = Annotated[float, Field(gt=0)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=1)]
 
 
@@ -71,13 +71,13 @@ class Settings(BaseSettings):
     quarantine_memory_seconds: Seconds = 3600.0
 
     # Jitter and retries.
-    retry_jitter_min_seconds: Annotated[float, Field(ge=0)] = 10.0
+    retry_jitter_min_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 10.0
     retry_jitter_max_seconds: Seconds = 30.0
-    acquire_jitter_seconds: Annotated[float, Field(ge=0)] = 0.05
+    acquire_jitter_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.05
     backoff_base_seconds: Seconds = 0.5
     backoff_cap_seconds: Seconds = 20.0
     max_attempts: Count = 4
-    max_wait_seconds: Annotated[float, Field(ge=0)] = 5.0
+    max_wait_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
 
     # Rate limits: "<marketplace>.<group>" -> rule, on top of the built-in tables.
     limits: dict[str, LimitOverride] = Field(default_factory=dict)

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from mpshield.redaction import get_logger
 from mpshield.settings import Settings
-from mpshield.state.store import StateStore
+from mpshield.state.store import StateStore, translate_redis_errors
 
 logger = get_logger(__name__)
 
@@ -160,11 +160,13 @@ class CircuitBreaker:
             await self._record(shop_id, "release", permit, "")
 
     async def state(self, shop_id: int) -> CircuitState:
-        raw = await self._store.redis.get(self._keys(shop_id)[0])
+        async with translate_redis_errors():
+            raw = await self._store.redis.get(self._keys(shop_id)[0])
         return CircuitState(_text(raw)) if raw else CircuitState.CLOSED
 
     async def failures(self, shop_id: int) -> int:
-        raw = await self._store.redis.get(self._keys(shop_id)[1])
+        async with translate_redis_errors():
+            raw = await self._store.redis.get(self._keys(shop_id)[1])
         return int(raw or 0)
 
     async def reset(self, shop_id: int) -> None:
